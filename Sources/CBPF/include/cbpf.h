@@ -1,0 +1,2 @@
+#pragma once
+int cbpf_placeholder(void);

@@ -1,0 +1,36 @@
+import ArgumentParser
+import BPFAssembly
+import Foundation
+
+@main
+struct SKSteer: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "sksteer",
+        abstract: "Programmable socket lookup (BPF SK_LOOKUP) for Linux.",
+        subcommands: [Disasm.self, Asm.self]
+    )
+}
+
+/// A failure reported as one line on standard error, with a non-zero exit.
+struct ToolError: Error, CustomStringConvertible {
+    var description: String
+    init(_ description: String) { self.description = description }
+}
+
+func readFile(_ path: String) throws -> Data {
+    do {
+        return try Data(contentsOf: URL(fileURLWithPath: path))
+    } catch {
+        throw ToolError("\(path): cannot read: \((error as NSError).localizedDescription)")
+    }
+}
+
+/// Runs a command body, turning every error into one line on stderr and exit status 1.
+func reporting(_ body: () throws -> Void) throws {
+    do {
+        try body()
+    } catch let error as ToolError {
+        FileHandle.standardError.write(Data("sksteer: \(error.description)\n".utf8))
+        throw ExitCode.failure
+    }
+}
