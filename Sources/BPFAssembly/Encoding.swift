@@ -290,3 +290,22 @@ extension Instruction {
         }
     }
 }
+
+extension Instruction {
+    /// Decodes whole slots without checking fields: for instructions the kernel has rewritten
+    /// (translated programs), where reserved fields may carry kernel data. A trailing partial
+    /// slot is ignored and an `ld_imm64` without its second slot keeps a zero upper half.
+    public static func decodeUnchecked(_ bytes: [UInt8], byteOrder: ByteOrder = .host) -> [Instruction] {
+        var result: [Instruction] = []
+        var position = 0
+        while position + 8 <= bytes.count {
+            var instruction = slot(bytes, at: position, byteOrder)
+            if instruction.isLoadImm64 && position + 16 <= bytes.count {
+                instruction.nextImmediate = slot(bytes, at: position + 8, byteOrder).immediate
+            }
+            result.append(instruction)
+            position += 8 * instruction.slotCount
+        }
+        return result
+    }
+}

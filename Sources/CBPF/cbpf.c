@@ -1,2 +1,471 @@
+#define _GNU_SOURCE
 #include "cbpf.h"
-int cbpf_placeholder(void) { return 0; }
+
+#include <errno.h>
+#include <linux/bpf.h>
+#include <linux/if_addr.h>
+#include <linux/netlink.h>
+#include <linux/rtnetlink.h>
+#include <net/if.h>
+#include <netinet/in.h>
+#include <sched.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/time.h>
+#include <sys/vfs.h>
+#include <unistd.h>
+
+#ifndef SYS_pidfd_open
+#define SYS_pidfd_open 434
+#endif
+#ifndef SYS_pidfd_getfd
+#define SYS_pidfd_getfd 438
+#endif
+#ifndef SO_COOKIE
+#define SO_COOKIE 57
+#endif
+
+#define RETURN(expr)                                                                                               \
+    do {                                                                                                           \
+        long _r = (long)(expr);                                                                                    \
+        return _r < 0 ? -errno : _r;                                                                               \
+    } while (0)
+
+static inline uint64_t ptr(const void *p) { return (uint64_t)(uintptr_t)p; }
+
+long cbpf_sys_bpf(int cmd, void *attr, unsigned int size) { RETURN(syscall(__NR_bpf, cmd, attr, size)); }
+
+static long sys_bpf(int cmd, union bpf_attr *attr) { RETURN(syscall(__NR_bpf, cmd, attr, sizeof(*attr))); }
+
+long cbpf_prog_load(uint32_t prog_type, uint32_t expected_attach_type, const void *insns, uint32_t insn_cnt,
+                    const char *license, const char *name, uint32_t prog_flags, char *log_buf, uint32_t log_size,
+                    uint32_t log_level, const int32_t *fd_array) {
+    union bpf_attr attr;
+    memset(&attr, 0, sizeof(attr));
+    attr.prog_type = prog_type;
+    attr.expected_attach_type = expected_attach_type;
+    attr.insns = ptr(insns);
+    attr.insn_cnt = insn_cnt;
+    attr.license = ptr(license);
+    attr.prog_flags = prog_flags;
+    attr.log_buf = ptr(log_buf);
+    attr.log_size = log_size;
+    attr.log_level = log_level;
+    attr.fd_array = ptr(fd_array);
+    if (name) strncpy(attr.prog_name, name, sizeof(attr.prog_name) - 1);
+    return sys_bpf(BPF_PROG_LOAD, &attr);
+}
+
+long cbpf_prog_test_run(int prog_fd, const void *ctx_in, uint32_t ctx_size_in, void *ctx_out, uint32_t *ctx_size_out,
+                        const void *data_in, uint32_t data_size_in, void *data_out, uint32_t *data_size_out,
+                        uint32_t repeat, uint32_t flags, uint32_t *retval, uint32_t *duration) {
+    union bpf_attr attr;
+    memset(&attr, 0, sizeof(attr));
+    attr.test.prog_fd = prog_fd;
+    attr.test.ctx_in = ptr(ctx_in);
+    attr.test.ctx_size_in = ctx_size_in;
+    attr.test.ctx_out = ptr(ctx_out);
+    attr.test.ctx_size_out = ctx_size_out ? *ctx_size_out : 0;
+    attr.test.data_in = ptr(data_in);
+    attr.test.data_size_in = data_size_in;
+    attr.test.data_out = ptr(data_out);
+    attr.test.data_size_out = data_size_out ? *data_size_out : 0;
+    attr.test.repeat = repeat;
+    attr.test.flags = flags;
+    long r = sys_bpf(BPF_PROG_TEST_RUN, &attr);
+    if (ctx_size_out) *ctx_size_out = attr.test.ctx_size_out;
+    if (data_size_out) *data_size_out = attr.test.data_size_out;
+    if (retval) *retval = attr.test.retval;
+    if (duration) *duration = attr.test.duration;
+    return r;
+}
+
+long cbpf_prog_query(int target_fd, uint32_t attach_type, uint32_t query_flags, uint32_t *attach_flags,
+                     uint32_t *prog_ids, uint32_t *prog_cnt) {
+    union bpf_attr attr;
+    memset(&attr, 0, sizeof(attr));
+    attr.query.target_fd = target_fd;
+    attr.query.attach_type = attach_type;
+    attr.query.query_flags = query_flags;
+    attr.query.prog_ids = ptr(prog_ids);
+    attr.query.prog_cnt = *prog_cnt;
+    long r = sys_bpf(BPF_PROG_QUERY, &attr);
+    *prog_cnt = attr.query.prog_cnt;
+    if (attach_flags) *attach_flags = attr.query.attach_flags;
+    return r;
+}
+
+long cbpf_map_create(uint32_t map_type, uint32_t key_size, uint32_t value_size, uint32_t max_entries,
+                     uint32_t map_flags, const char *name, int inner_map_fd) {
+    union bpf_attr attr;
+    memset(&attr, 0, sizeof(attr));
+    attr.map_type = map_type;
+    attr.key_size = key_size;
+    attr.value_size = value_size;
+    attr.max_entries = max_entries;
+    attr.map_flags = map_flags;
+    attr.inner_map_fd = inner_map_fd > 0 ? inner_map_fd : 0;
+    if (name) strncpy(attr.map_name, name, sizeof(attr.map_name) - 1);
+    return sys_bpf(BPF_MAP_CREATE, &attr);
+}
+
+long cbpf_map_lookup(int fd, const void *key, void *value, uint64_t flags) {
+    union bpf_attr attr;
+    memset(&attr, 0, sizeof(attr));
+    attr.map_fd = fd;
+    attr.key = ptr(key);
+    attr.value = ptr(value);
+    attr.flags = flags;
+    return sys_bpf(BPF_MAP_LOOKUP_ELEM, &attr);
+}
+
+long cbpf_map_update(int fd, const void *key, const void *value, uint64_t flags) {
+    union bpf_attr attr;
+    memset(&attr, 0, sizeof(attr));
+    attr.map_fd = fd;
+    attr.key = ptr(key);
+    attr.value = ptr(value);
+    attr.flags = flags;
+    return sys_bpf(BPF_MAP_UPDATE_ELEM, &attr);
+}
+
+long cbpf_map_delete(int fd, const void *key) {
+    union bpf_attr attr;
+    memset(&attr, 0, sizeof(attr));
+    attr.map_fd = fd;
+    attr.key = ptr(key);
+    return sys_bpf(BPF_MAP_DELETE_ELEM, &attr);
+}
+
+long cbpf_map_next_key(int fd, const void *key, void *next_key) {
+    union bpf_attr attr;
+    memset(&attr, 0, sizeof(attr));
+    attr.map_fd = fd;
+    attr.key = ptr(key);
+    attr.next_key = ptr(next_key);
+    return sys_bpf(BPF_MAP_GET_NEXT_KEY, &attr);
+}
+
+long cbpf_map_batch(int cmd, int fd, void *in_batch, void *out_batch, void *keys, void *values, uint32_t *count,
+                    uint64_t elem_flags, uint64_t flags) {
+    union bpf_attr attr;
+    memset(&attr, 0, sizeof(attr));
+    attr.batch.map_fd = fd;
+    attr.batch.in_batch = ptr(in_batch);
+    attr.batch.out_batch = ptr(out_batch);
+    attr.batch.keys = ptr(keys);
+    attr.batch.values = ptr(values);
+    attr.batch.count = *count;
+    attr.batch.elem_flags = elem_flags;
+    attr.batch.flags = flags;
+    long r = sys_bpf(cmd, &attr);
+    *count = attr.batch.count;
+    return r;
+}
+
+long cbpf_obj_pin(int fd, const char *path) {
+    union bpf_attr attr;
+    memset(&attr, 0, sizeof(attr));
+    attr.bpf_fd = fd;
+    attr.pathname = ptr(path);
+    return sys_bpf(BPF_OBJ_PIN, &attr);
+}
+
+long cbpf_obj_get(const char *path, uint32_t file_flags) {
+    union bpf_attr attr;
+    memset(&attr, 0, sizeof(attr));
+    attr.pathname = ptr(path);
+    attr.file_flags = file_flags;
+    return sys_bpf(BPF_OBJ_GET, &attr);
+}
+
+long cbpf_obj_info(int fd, void *info, uint32_t *info_len) {
+    union bpf_attr attr;
+    memset(&attr, 0, sizeof(attr));
+    attr.info.bpf_fd = fd;
+    attr.info.info = ptr(info);
+    attr.info.info_len = *info_len;
+    long r = sys_bpf(BPF_OBJ_GET_INFO_BY_FD, &attr);
+    *info_len = attr.info.info_len;
+    return r;
+}
+
+long cbpf_next_id(int cmd, uint32_t start_id, uint32_t *next_id) {
+    union bpf_attr attr;
+    memset(&attr, 0, sizeof(attr));
+    attr.start_id = start_id;
+    long r = sys_bpf(cmd, &attr);
+    *next_id = attr.next_id;
+    return r;
+}
+
+long cbpf_fd_by_id(int cmd, uint32_t id, uint32_t open_flags) {
+    union bpf_attr attr;
+    memset(&attr, 0, sizeof(attr));
+    attr.prog_id = id; /* prog_id, map_id, link_id share this field */
+    attr.open_flags = open_flags;
+    return sys_bpf(cmd, &attr);
+}
+
+long cbpf_enable_stats(uint32_t type) {
+    union bpf_attr attr;
+    memset(&attr, 0, sizeof(attr));
+    attr.enable_stats.type = type;
+    return sys_bpf(BPF_ENABLE_STATS, &attr);
+}
+
+long cbpf_link_create(int prog_fd, int target_fd, uint32_t attach_type, uint32_t flags) {
+    union bpf_attr attr;
+    memset(&attr, 0, sizeof(attr));
+    attr.link_create.prog_fd = prog_fd;
+    attr.link_create.target_fd = target_fd;
+    attr.link_create.attach_type = attach_type;
+    attr.link_create.flags = flags;
+    return sys_bpf(BPF_LINK_CREATE, &attr);
+}
+
+long cbpf_link_update(int link_fd, int new_prog_fd, int old_prog_fd, uint32_t flags) {
+    union bpf_attr attr;
+    memset(&attr, 0, sizeof(attr));
+    attr.link_update.link_fd = link_fd;
+    attr.link_update.new_prog_fd = new_prog_fd;
+    attr.link_update.old_prog_fd = old_prog_fd > 0 ? old_prog_fd : 0;
+    attr.link_update.flags = flags;
+    return sys_bpf(BPF_LINK_UPDATE, &attr);
+}
+
+long cbpf_link_detach(int link_fd) {
+    union bpf_attr attr;
+    memset(&attr, 0, sizeof(attr));
+    attr.link_detach.link_fd = link_fd;
+    return sys_bpf(BPF_LINK_DETACH, &attr);
+}
+
+long cbpf_link_info(int link_fd, uint32_t *id, uint32_t *type, uint32_t *prog_id, uint32_t *netns_ino,
+                    uint32_t *attach_type) {
+    struct bpf_link_info info;
+    memset(&info, 0, sizeof(info));
+    uint32_t len = sizeof(info);
+    long r = cbpf_obj_info(link_fd, &info, &len);
+    if (r < 0) return r;
+    *id = info.id;
+    *type = info.type;
+    *prog_id = info.prog_id;
+    *netns_ino = info.type == BPF_LINK_TYPE_NETNS ? info.netns.netns_ino : 0;
+    *attach_type = info.type == BPF_LINK_TYPE_NETNS ? info.netns.attach_type : 0;
+    return r;
+}
+
+long cbpf_unshare_network(void) { RETURN(unshare(CLONE_NEWNET)); }
+long cbpf_enter_network(int fd) { RETURN(setns(fd, CLONE_NEWNET)); }
+
+long cbpf_mount_bpffs(const char *target, uint32_t mode) {
+    char options[32];
+    snprintf(options, sizeof(options), "mode=%o", mode);
+    RETURN(mount("bpf", target, "bpf", 0, options));
+}
+
+long cbpf_umount(const char *target) { RETURN(umount2(target, MNT_DETACH)); }
+
+long cbpf_fs_magic(const char *path, uint64_t *magic) {
+    struct statfs st;
+    long r = statfs(path, &st);
+    if (r < 0) return -errno;
+    *magic = (uint64_t)st.f_type;
+    return 0;
+}
+
+long cbpf_pidfd_open(int pid) { RETURN(syscall(SYS_pidfd_open, pid, 0)); }
+long cbpf_pidfd_getfd(int pidfd, int targetfd) { RETURN(syscall(SYS_pidfd_getfd, pidfd, targetfd, 0)); }
+long cbpf_gettid(void) { return (long)syscall(SYS_gettid); }
+
+long cbpf_interface_up(const char *name) {
+    int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -errno;
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof(ifr));
+    strncpy(ifr.ifr_name, name, IFNAMSIZ - 1);
+    long r = ioctl(fd, SIOCGIFFLAGS, &ifr);
+    if (r == 0) {
+        ifr.ifr_flags |= IFF_UP;
+        r = ioctl(fd, SIOCSIFFLAGS, &ifr);
+    }
+    int err = r < 0 ? errno : 0;
+    close(fd);
+    return -err;
+}
+
+long cbpf_interface_index(const char *name) {
+    unsigned int index = if_nametoindex(name);
+    return index == 0 ? -errno : (long)index;
+}
+
+long cbpf_address_add(int ifindex, int family, const uint8_t *address, uint8_t prefix_len) {
+    struct {
+        struct nlmsghdr nh;
+        struct ifaddrmsg ifa;
+        char attrs[64];
+    } req;
+    memset(&req, 0, sizeof(req));
+    size_t alen = family == AF_INET ? 4 : 16;
+    req.nh.nlmsg_len = NLMSG_LENGTH(sizeof(struct ifaddrmsg));
+    req.nh.nlmsg_type = RTM_NEWADDR;
+    req.nh.nlmsg_flags = NLM_F_REQUEST | NLM_F_CREATE | NLM_F_EXCL | NLM_F_ACK;
+    req.nh.nlmsg_seq = 1;
+    req.ifa.ifa_family = family;
+    req.ifa.ifa_prefixlen = prefix_len;
+    req.ifa.ifa_flags = family == AF_INET6 ? IFA_F_NODAD : 0;
+    req.ifa.ifa_scope = RT_SCOPE_HOST;
+    req.ifa.ifa_index = ifindex;
+    int types[2] = {IFA_LOCAL, IFA_ADDRESS};
+    for (int i = 0; i < 2; i++) {
+        struct rtattr *rta = (struct rtattr *)((char *)&req + NLMSG_ALIGN(req.nh.nlmsg_len));
+        rta->rta_type = types[i];
+        rta->rta_len = RTA_LENGTH(alen);
+        memcpy(RTA_DATA(rta), address, alen);
+        req.nh.nlmsg_len = NLMSG_ALIGN(req.nh.nlmsg_len) + RTA_ALIGN(rta->rta_len);
+    }
+    int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
+    if (fd < 0) return -errno;
+    struct sockaddr_nl kernel = {.nl_family = AF_NETLINK};
+    long r = sendto(fd, &req, req.nh.nlmsg_len, 0, (struct sockaddr *)&kernel, sizeof(kernel));
+    if (r < 0) {
+        int err = errno;
+        close(fd);
+        return -err;
+    }
+    char buf[4096];
+    r = recv(fd, buf, sizeof(buf), 0);
+    int err = r < 0 ? errno : 0;
+    close(fd);
+    if (err) return -err;
+    struct nlmsghdr *nh = (struct nlmsghdr *)buf;
+    if (nh->nlmsg_type == NLMSG_ERROR) {
+        struct nlmsgerr *e = NLMSG_DATA(nh);
+        return e->error; /* already -errno, or 0 for the ACK */
+    }
+    return 0;
+}
+
+static socklen_t fill_sockaddr(struct sockaddr_storage *ss, int family, const uint8_t *address, uint16_t port) {
+    memset(ss, 0, sizeof(*ss));
+    if (family == AF_INET) {
+        struct sockaddr_in *sin = (struct sockaddr_in *)ss;
+        sin->sin_family = AF_INET;
+        sin->sin_port = htons(port);
+        memcpy(&sin->sin_addr, address, 4);
+        return sizeof(*sin);
+    }
+    struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)ss;
+    sin6->sin6_family = AF_INET6;
+    sin6->sin6_port = htons(port);
+    memcpy(&sin6->sin6_addr, address, 16);
+    return sizeof(*sin6);
+}
+
+static void read_sockaddr(const struct sockaddr_storage *ss, int *family, uint8_t *address, uint16_t *port) {
+    *family = ss->ss_family;
+    if (ss->ss_family == AF_INET) {
+        const struct sockaddr_in *sin = (const struct sockaddr_in *)ss;
+        memcpy(address, &sin->sin_addr, 4);
+        *port = ntohs(sin->sin_port);
+    } else if (ss->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)ss;
+        memcpy(address, &sin6->sin6_addr, 16);
+        *port = ntohs(sin6->sin6_port);
+    }
+}
+
+long cbpf_socket(int family, int type, int reuse_port, int v6only, int reuse_addr) {
+    int fd = socket(family, type | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -errno;
+    int one = 1;
+    if ((reuse_port && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0) ||
+        (reuse_addr && setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0) ||
+        (family == AF_INET6 && setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &v6only, sizeof(v6only)) < 0)) {
+        int err = errno;
+        close(fd);
+        return -err;
+    }
+    return fd;
+}
+
+long cbpf_bind(int fd, int family, const uint8_t *address, uint16_t port) {
+    struct sockaddr_storage ss;
+    socklen_t len = fill_sockaddr(&ss, family, address, port);
+    RETURN(bind(fd, (struct sockaddr *)&ss, len));
+}
+
+long cbpf_listen(int fd, int backlog) { RETURN(listen(fd, backlog)); }
+
+long cbpf_connect(int fd, int family, const uint8_t *address, uint16_t port) {
+    struct sockaddr_storage ss;
+    socklen_t len = fill_sockaddr(&ss, family, address, port);
+    RETURN(connect(fd, (struct sockaddr *)&ss, len));
+}
+
+long cbpf_accept(int fd) { RETURN(accept4(fd, NULL, NULL, SOCK_CLOEXEC)); }
+
+long cbpf_local_address(int fd, int *family, uint8_t *address, uint16_t *port) {
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+    if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0) return -errno;
+    read_sockaddr(&ss, family, address, port);
+    return 0;
+}
+
+long cbpf_peer_address(int fd, int *family, uint8_t *address, uint16_t *port) {
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+    if (getpeername(fd, (struct sockaddr *)&ss, &len) < 0) return -errno;
+    read_sockaddr(&ss, family, address, port);
+    return 0;
+}
+
+long cbpf_send_to(int fd, const void *buf, size_t len, int family, const uint8_t *address, uint16_t port) {
+    struct sockaddr_storage ss;
+    socklen_t slen = fill_sockaddr(&ss, family, address, port);
+    RETURN(sendto(fd, buf, len, MSG_NOSIGNAL, (struct sockaddr *)&ss, slen));
+}
+
+long cbpf_receive_from(int fd, void *buf, size_t len, int *family, uint8_t *address, uint16_t *port) {
+    struct sockaddr_storage ss;
+    socklen_t slen = sizeof(ss);
+    long r = recvfrom(fd, buf, len, 0, (struct sockaddr *)&ss, &slen);
+    if (r < 0) return -errno;
+    read_sockaddr(&ss, family, address, port);
+    return r;
+}
+
+long cbpf_send(int fd, const void *buf, size_t len) { RETURN(send(fd, buf, len, MSG_NOSIGNAL)); }
+long cbpf_receive(int fd, void *buf, size_t len) { RETURN(recv(fd, buf, len, 0)); }
+
+long cbpf_socket_cookie(int fd, uint64_t *cookie) {
+    socklen_t len = sizeof(*cookie);
+    RETURN(getsockopt(fd, SOL_SOCKET, SO_COOKIE, cookie, &len));
+}
+
+long cbpf_getsockopt_int(int fd, int level, int name, int *value) {
+    socklen_t len = sizeof(*value);
+    RETURN(getsockopt(fd, level, name, value, &len));
+}
+
+long cbpf_set_timeouts(int fd, uint32_t milliseconds) {
+    struct timeval tv = {.tv_sec = milliseconds / 1000, .tv_usec = (milliseconds % 1000) * 1000};
+    if (setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) < 0) return -errno;
+    RETURN(setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)));
+}
+
+long cbpf_close(int fd) { RETURN(close(fd)); }
+
+long cbpf_errno_name(int err, char *buf, size_t len) {
+    const char *name = strerrorname_np(err);
+    if (!name) return -EINVAL;
+    strncpy(buf, name, len - 1);
+    buf[len - 1] = 0;
+    return 0;
+}

@@ -7,7 +7,7 @@ struct SKSteer: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "sksteer",
         abstract: "Programmable socket lookup (BPF SK_LOOKUP) for Linux.",
-        subcommands: [Disasm.self, Asm.self]
+        subcommands: [Doctor.self, Prog.self, LinkCommand.self, Disasm.self, Asm.self]
     )
 }
 

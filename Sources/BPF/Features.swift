@@ -1,0 +1,117 @@
+import BPFAssembly
+import CBPF
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// What this kernel and process can do, found by asking the kernel rather than comparing
+/// version numbers.
+public struct FeatureReport: Sendable, Codable {
+    /// The outcome of one probe.
+    public struct Probe: Sendable, Codable, Hashable {
+        public var name: String
+        public var available: Bool
+        /// Why not, and what to do.
+        public var detail: String?
+    }
+
+    /// `uname -r`.
+    public var kernelRelease: String
+    /// The effective capabilities of this process (`cap_bpf`, `cap_net_admin`, …).
+    public var capabilities: [String]
+    /// Whether a bpf filesystem is mounted at /sys/fs/bpf.
+    public var bpffsMounted: Bool
+    public var probes: [Probe]
+
+    /// Whether SK_LOOKUP programs can be loaded, assign sockets and be attached here.
+    public var skLookupUsable: Bool {
+        probes.filter { ["sk_lookup programs", "bpf_sk_assign helper"].contains($0.name) }.allSatisfy(\.available)
+    }
+
+    /// Runs every probe. Loads a few tiny programs; attaches nothing.
+    public static func probe() -> FeatureReport {
+        var probes: [Probe] = []
+        let pass = Assembly([.mov(.r0, 1), .exit()])
+        var loaded: Program?
+        do {
+            loaded = try Program.load(pass, type: .skLookup, name: "probe")
+            probes.append(Probe(name: "sk_lookup programs", available: true))
+        } catch {
+            probes.append(Probe(name: "sk_lookup programs", available: false, detail: explain(error)))
+        }
+        let assign = Assembly([.mov(.r2, 0), .mov(.r3, 0), .call(.skAssign), .mov(.r0, 1), .exit()])
+        do {
+            _ = try Program.load(assign, type: .skLookup, name: "probe_assign")
+            probes.append(Probe(name: "bpf_sk_assign helper", available: true))
+        } catch {
+            probes.append(Probe(name: "bpf_sk_assign helper", available: false, detail: explain(error)))
+        }
+        if let loaded {
+            var context = [UInt8](repeating: 0, count: 72)
+            context.replaceSubrange(8..<12, with: rawBytes(of: UInt32(AF_INET)))
+            context.replaceSubrange(12..<16, with: rawBytes(of: UInt32(IPPROTO_TCP)))
+            do {
+                _ = try loaded.testRun(context: context)
+                probes.append(Probe(name: "sk_lookup test runs", available: true))
+            } catch {
+                probes.append(
+                    Probe(
+                        name: "sk_lookup test runs", available: false,
+                        detail: "\(error.description); needs Linux 5.10.135 or later (explain and bench use it)"))
+            }
+        } else {
+            probes.append(Probe(name: "sk_lookup test runs", available: false, detail: "no sk_lookup programs"))
+        }
+        // BPF_LINK_UPDATE on a bad descriptor: EBADF means the command exists.
+        let update = cbpf_link_update(-1, -1, -1, 0)
+        probes.append(
+            update == -Int(EBADF)
+                ? Probe(name: "link update", available: true)
+                : Probe(
+                    name: "link update", available: false,
+                    detail: "BPF_LINK_UPDATE answered \(errnoName(Int32(-update))); needs Linux 5.7 (upgrades need it)")
+        )
+        return FeatureReport(
+            kernelRelease: BPF.kernelRelease(), capabilities: effectiveCapabilities(),
+            bpffsMounted: BPFFileSystem.isMounted(at: BPFFileSystem.defaultPath), probes: probes)
+    }
+
+    static func explain(_ error: BPFError) -> String {
+        switch error.kind {
+        case .permissionDenied:
+            "\(error.codeName): needs root, or CAP_BPF and CAP_NET_ADMIN (CAP_SYS_ADMIN before Linux 5.8)"
+        case .invalidArgument:
+            "\(error.codeName): the kernel does not know SK_LOOKUP; it needs Linux 5.9 or later"
+        default: error.description
+        }
+    }
+}
+
+/// The running kernel's release, as `uname -r` prints it.
+public func kernelRelease() -> String {
+    var name = utsname()
+    guard uname(&name) == 0 else { return "unknown" }
+    return withUnsafeBytes(of: name.release) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+}
+
+/// The effective capability names of this process (from `/proc/self/status`).
+public func effectiveCapabilities() -> [String] {
+    let names: [Int: String] = [
+        0: "cap_chown", 1: "cap_dac_override", 5: "cap_kill", 6: "cap_setgid", 7: "cap_setuid",
+        10: "cap_net_bind_service",
+        12: "cap_net_admin", 13: "cap_net_raw", 14: "cap_ipc_lock", 19: "cap_sys_ptrace", 21: "cap_sys_admin",
+        24: "cap_sys_resource", 38: "cap_perfmon", 39: "cap_bpf",
+    ]
+    guard let file = fopen("/proc/self/status", "r") else { return [] }
+    defer { fclose(file) }
+    var line = [CChar](repeating: 0, count: 512)
+    while fgets(&line, Int32(line.count), file) != nil {
+        let text = String(decoding: line.prefix { $0 != 0 && $0 != 10 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        guard text.hasPrefix("CapEff:") else { continue }
+        let hexDigits = text.dropFirst(7).filter { !$0.isWhitespace }
+        guard let mask = UInt64(hexDigits, radix: 16) else { return [] }
+        return names.keys.sorted().filter { mask & (1 << UInt64($0)) != 0 }.compactMap { names[$0] }
+    }
+    return []
+}

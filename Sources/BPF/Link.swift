@@ -1,0 +1,130 @@
+import CBPF
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// A BPF link: the attachment of a program to a hook, here a network namespace.
+///
+/// **Releasing an unpinned link detaches its program.** The attachment lasts exactly as long
+/// as some descriptor or pin holds the link: keep this value alive, or ``pin(at:)`` it to
+/// let the attachment outlive the process. ``detach()`` ends it explicitly, pinned or not.
+public final class Link: Sendable, CustomStringConvertible {
+    public let descriptor: OwnedFileDescriptor
+
+    init(descriptor: OwnedFileDescriptor) { self.descriptor = descriptor }
+
+    /// Attaches `program` to a network namespace (`BPF_LINK_CREATE`). SK_LOOKUP programs can
+    /// only be attached this way; up to 64 per namespace run in attach order.
+    ///
+    /// - Parameter attachType: defaults to the one the program type requires (`BPF_SK_LOOKUP`).
+    public static func attach(
+        _ program: Program, to namespace: NetworkNamespace, attachType: AttachType? = nil
+    ) throws(BPFError) -> Link {
+        guard let type = attachType ?? program.type.requiredExpectedAttachType else {
+            throw BPFError(
+                operation: "attach \(program) to \(namespace)", code: EINVAL, kind: .invalidArgument,
+                hint: "give the attach type; \(program.type) programs have no default")
+        }
+        let hints: [Int32: String] = [
+            E2BIG: "a network namespace takes at most 64 SK_LOOKUP programs",
+            EINVAL: "the kernel refused the attachment; SK_LOOKUP links need Linux 5.9",
+        ]
+        let fd = try kernelCall("BPF_LINK_CREATE of \(program) on \(namespace)", hints: hints) {
+            cbpf_link_create(program.descriptor.rawValue, namespace.descriptor.rawValue, type.rawValue, 0)
+        }
+        return Link(descriptor: OwnedFileDescriptor(adopting: Int32(fd)))
+    }
+
+    /// Opens a link pinned in a bpf filesystem.
+    public static func openPinned(at path: String) throws(BPFError) -> Link {
+        let fd = try kernelCall("open pinned link \(path)", hints: pinHints(path)) { cbpf_obj_get(path, 0) }
+        return Link(descriptor: OwnedFileDescriptor(adopting: Int32(fd)))
+    }
+
+    /// Opens a link by id (`BPF_LINK_GET_FD_BY_ID`).
+    public static func open(id: UInt32) throws(BPFError) -> Link {
+        let fd = try kernelCall("open link id \(id)") { cbpf_fd_by_id(Int32(BPF_LINK_GET_FD_BY_ID.rawValue), id, 0) }
+        return Link(descriptor: OwnedFileDescriptor(adopting: Int32(fd)))
+    }
+
+    /// Pins the link so the attachment outlives this process.
+    public func pin(at path: String) throws(BPFError) {
+        try kernelCall("pin link at \(path)", hints: pinHints(path)) { cbpf_obj_pin(descriptor.rawValue, path) }
+    }
+
+    /// Replaces the program atomically (`BPF_LINK_UPDATE`): every lookup sees either the old
+    /// or the new program. With `expected`, the update happens only if that program is the
+    /// one attached now (`BPF_F_REPLACE`), and fails with EPERM otherwise.
+    public func update(to program: Program, replacing expected: Program? = nil) throws(BPFError) {
+        let flags: UInt32 = expected == nil ? 0 : UInt32(BPF_F_REPLACE)
+        let hints: [Int32: String] =
+            expected == nil
+            ? [:] : [EPERM: "the attached program is not the expected one; someone else updated the link"]
+        try kernelCall("BPF_LINK_UPDATE to \(program)", hints: hints) {
+            cbpf_link_update(
+                descriptor.rawValue, program.descriptor.rawValue, expected?.descriptor.rawValue ?? -1, flags)
+        }
+    }
+
+    /// Detaches the program now (`BPF_LINK_DETACH`), even if the link is pinned or shared.
+    public func detach() throws(BPFError) {
+        try kernelCall("BPF_LINK_DETACH") { cbpf_link_detach(descriptor.rawValue) }
+    }
+
+    /// What the kernel knows of the link.
+    public func info() throws(BPFError) -> LinkInfo { try LinkInfo(descriptor: descriptor) }
+
+    /// The ids of the programs attached to `namespace`, in the order they run (`BPF_PROG_QUERY`).
+    public static func programIDs(
+        attachedTo namespace: NetworkNamespace, attachType: AttachType = .skLookup
+    ) throws(BPFError) -> [UInt32] {
+        var ids = [UInt32](repeating: 0, count: 64)
+        var count = UInt32(ids.count)
+        try kernelCall("BPF_PROG_QUERY on \(namespace)") {
+            ids.withUnsafeMutableBufferPointer {
+                cbpf_prog_query(namespace.descriptor.rawValue, attachType.rawValue, 0, nil, $0.baseAddress, &count)
+            }
+        }
+        return Array(ids.prefix(Int(count)))
+    }
+
+    public var description: String { "link fd \(descriptor.rawValue)" }
+}
+
+/// Facts about a link, from `BPF_OBJ_GET_INFO_BY_FD`.
+public struct LinkInfo: Sendable, Hashable {
+    public var id: UInt32
+    public var type: LinkType
+    public var programID: UInt32
+    /// For a netns link: the namespace's inode (compare ``NetworkNamespace/inode()``).
+    public var namespaceInode: UInt32?
+    /// For a netns link: the attach type.
+    public var attachType: AttachType?
+
+    init(descriptor: OwnedFileDescriptor) throws(BPFError) {
+        var id: UInt32 = 0
+        var type: UInt32 = 0
+        var programID: UInt32 = 0
+        var inode: UInt32 = 0
+        var attach: UInt32 = 0
+        try kernelCall("read link info") {
+            cbpf_link_info(descriptor.rawValue, &id, &type, &programID, &inode, &attach)
+        }
+        self.id = id
+        self.type = LinkType(rawValue: type)
+        self.programID = programID
+        self.namespaceInode = self.type == .netns ? inode : nil
+        self.attachType = self.type == .netns ? AttachType(rawValue: attach) : nil
+    }
+
+    /// Every link in the kernel (`BPF_LINK_GET_NEXT_ID`).
+    public static func all() throws(BPFError) -> [LinkInfo] {
+        var result: [LinkInfo] = []
+        for id in try objectIDs(BPF_LINK_GET_NEXT_ID) {
+            guard let link = try? Link.open(id: id), let info = try? link.info() else { continue }
+            result.append(info)
+        }
+        return result
+    }
+}

@@ -1,0 +1,99 @@
+import CBPF
+import Synchronization
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// A tiny server that answers with its own name: every TCP connection it accepts gets the
+/// name and is closed; every UDP datagram gets the name back. Tests and demos use it to see
+/// which socket a connection really reached.
+public final class NameServer: Sendable {
+    public let name: String
+    public let socket: Socket
+    private let state: State
+    private let thread: Mutex<pthread_t?> = Mutex(nil)
+
+    /// What the serving thread shares with its owner; the thread holds no reference to the
+    /// server, so releasing the server stops it.
+    private final class State: Sendable {
+        let stopping = Atomic<Bool>(false)
+        let count = Atomic<Int>(0)
+    }
+
+    /// Starts serving on `socket` (a listening TCP or a bound UDP socket) on a thread of its own.
+    public init(name: String, socket: Socket) throws(BPFError) {
+        self.name = name
+        self.socket = socket
+        let state = State()
+        self.state = state
+        try socket.setTimeout(milliseconds: 50)
+        let handle = try startThread { Self.serve(name: name, socket: socket, state: state) }
+        thread.withLock { $0 = handle }
+    }
+
+    /// How many connections or datagrams it has answered.
+    public var answered: Int { state.count.load(ordering: .relaxed) }
+
+    private static func serve(name: String, socket: Socket, state: State) {
+        let reply = Array(name.utf8)
+        while !state.stopping.load(ordering: .relaxed) {
+            switch socket.transport {
+            case .tcp:
+                guard let connection = try? socket.accept() else { continue }
+                _ = try? connection.send(reply)
+                state.count.add(1, ordering: .relaxed)
+            case .udp:
+                guard let (_, from) = try? socket.receiveFrom() else { continue }
+                _ = try? socket.send(reply, to: from)
+                state.count.add(1, ordering: .relaxed)
+            }
+        }
+    }
+
+    /// Stops serving and waits for the thread to end. Called on release too.
+    public func stop() {
+        state.stopping.store(true, ordering: .relaxed)
+        let handle = thread.withLock { handle in
+            defer { handle = nil }
+            return handle
+        }
+        if let handle { pthread_join(handle, nil) }
+    }
+
+    deinit { stop() }
+
+    /// Connects (TCP) or sends a datagram (UDP) to `endpoint` and returns the name that
+    /// answered. Call it inside the namespace of the server (``NetworkNamespace/run(_:)``).
+    public static func ask(
+        _ transport: Socket.Transport, _ endpoint: Endpoint, timeoutMilliseconds: UInt32 = 2000
+    ) throws(BPFError) -> String {
+        let client = try Socket.connected(
+            transport, to: endpoint.address, port: endpoint.port, timeoutMilliseconds: timeoutMilliseconds)
+        if transport == .udp { try client.send(Array("?".utf8)) }
+        let reply = try client.receive()
+        return String(decoding: reply, as: UTF8.self)
+    }
+}
+
+private final class ThreadStart {
+    let run: () -> Void
+    init(_ run: @escaping () -> Void) { self.run = run }
+}
+
+/// Starts a joinable POSIX thread running `body`.
+func startThread(_ body: @escaping @Sendable () -> Void) throws(BPFError) -> pthread_t {
+    let unmanaged = Unmanaged.passRetained(ThreadStart(body))
+    var thread = pthread_t()
+    let started = pthread_create(
+        &thread, nil,
+        { raw in
+            Unmanaged<ThreadStart>.fromOpaque(raw!).takeRetainedValue().run()
+            return nil
+        }, unmanaged.toOpaque())
+    guard started == 0 else {
+        unmanaged.release()
+        throw BPFError(operation: "start a thread", code: started)
+    }
+    return thread
+}

@@ -1,0 +1,138 @@
+import CBPF
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// A network namespace, held open by a descriptor.
+///
+/// ``makeThrowaway()`` creates a fresh namespace with loopback up, for tests and demos: it has
+/// no name and no mount, so it disappears once this value and every socket made inside it
+/// are gone. ``run(_:)`` executes code inside the namespace on a thread of its own, so no
+/// other thread of the process moves.
+public final class NetworkNamespace: Sendable, CustomStringConvertible {
+    /// The descriptor of `/proc/.../ns/net`, the target of links and `setns`.
+    public let descriptor: OwnedFileDescriptor
+    /// Where it was opened from, for messages.
+    public let path: String
+
+    init(descriptor: OwnedFileDescriptor, path: String) {
+        self.descriptor = descriptor
+        self.path = path
+    }
+
+    /// The namespace of the calling thread.
+    public static func current() throws(BPFError) -> NetworkNamespace {
+        try open(path: "/proc/thread-self/ns/net")
+    }
+
+    /// Opens a namespace by path: `/proc/PID/ns/net`, `/run/netns/NAME`, ….
+    public static func open(path: String) throws(BPFError) -> NetworkNamespace {
+        let raw = Glibc.open(path, O_RDONLY | O_CLOEXEC)
+        guard raw >= 0 else {
+            let code = errno
+            throw BPFError(
+                operation: "open network namespace \(path)", code: code,
+                hint: code == ENOENT ? "no such namespace; check the PID or the name under /run/netns" : nil)
+        }
+        return NetworkNamespace(descriptor: OwnedFileDescriptor(adopting: raw), path: path)
+    }
+
+    /// Opens the namespace of process `pid`.
+    public static func open(pid: Int32) throws(BPFError) -> NetworkNamespace {
+        try open(path: "/proc/\(pid)/ns/net")
+    }
+
+    /// Creates a new, empty network namespace with `lo` up (127.0.0.1/8 and ::1).
+    ///
+    /// Nothing else of the process moves: the namespace is made on a short-lived thread.
+    public static func makeThrowaway() throws(BPFError) -> NetworkNamespace {
+        let result: Result<NetworkNamespace, BPFError> = try onNewThread {
+            do throws(BPFError) {
+                try kernelCall("unshare(CLONE_NEWNET)", hints: unshareHints) { cbpf_unshare_network() }
+                try kernelCall("bring lo up") { cbpf_interface_up("lo") }
+                let namespace = try current()
+                return .success(NetworkNamespace(descriptor: namespace.descriptor, path: "throwaway netns"))
+            } catch {
+                return .failure(error)
+            }
+        }
+        return try result.get()
+    }
+
+    /// Runs `body` on a new thread that has entered this namespace, and waits for it. Sockets
+    /// created in `body` belong to this namespace, wherever they are used afterwards.
+    public func run<T: Sendable>(_ body: @Sendable () throws -> T) throws -> T {
+        let fd = descriptor.rawValue
+        let path = self.path
+        // The thread is joined before this returns, so `body` does not really escape.
+        let result: Result<T, any Error> = try withoutActuallyEscaping(body) { body in
+            try onNewThread {
+                do {
+                    try kernelCall("enter network namespace \(path)", hints: unshareHints) { cbpf_enter_network(fd) }
+                    return .success(try body())
+                } catch {
+                    return .failure(error)
+                }
+            }
+        }
+        return try result.get()
+    }
+
+    /// The namespace's inode number, the identity the kernel reports in link info.
+    public func inode() throws(BPFError) -> UInt64 {
+        var info = stat()
+        guard fstat(descriptor.rawValue, &info) == 0 else {
+            throw BPFError(operation: "stat network namespace \(path)", code: errno)
+        }
+        return UInt64(info.st_ino)
+    }
+
+    /// Adds an address to an interface of this namespace (default `lo`), as
+    /// `ip addr add ADDRESS/PREFIX dev lo` would; IPv6 addresses skip duplicate detection.
+    public func addAddress(_ address: IPAddress, prefixLength: Int? = nil, interface: String = "lo") throws {
+        let length = UInt8(prefixLength ?? address.bytes.count * 8)
+        try run {
+            let index = try kernelCall("find interface \(interface)") { cbpf_interface_index(interface) }
+            try kernelCall("add address \(address)/\(length) to \(interface)") {
+                address.bytes.withUnsafeBufferPointer {
+                    cbpf_address_add(Int32(index), address.family, $0.baseAddress, length)
+                }
+            }
+        }
+    }
+
+    public var description: String { "network namespace \(path)" }
+}
+
+private let unshareHints: [Int32: String] = [
+    EPERM: "creating or entering a network namespace needs CAP_SYS_ADMIN (run as root)"
+]
+
+private final class ResultBox<T>: @unchecked Sendable {
+    var value: T?
+}
+
+private final class ThreadEntry {
+    let run: () -> Void
+    init(_ run: @escaping () -> Void) { self.run = run }
+}
+
+/// Runs `body` on a fresh POSIX thread and waits for it.
+func onNewThread<T: Sendable>(_ body: @escaping @Sendable () -> T) throws(BPFError) -> T {
+    let box = ResultBox<T>()
+    let unmanaged = Unmanaged.passRetained(ThreadEntry { box.value = body() })
+    var thread = pthread_t()
+    let started = pthread_create(
+        &thread, nil,
+        { raw in
+            Unmanaged<ThreadEntry>.fromOpaque(raw!).takeRetainedValue().run()
+            return nil
+        }, unmanaged.toOpaque())
+    guard started == 0 else {
+        unmanaged.release()
+        throw BPFError(operation: "start a thread", code: started)
+    }
+    pthread_join(thread, nil)
+    return box.value!
+}

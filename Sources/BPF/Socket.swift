@@ -1,0 +1,185 @@
+import CBPF
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// A TCP or UDP socket with one owner, closed when released. Small helpers for servers,
+/// clients and tests; no Foundation networking.
+public final class Socket: Sendable, CustomStringConvertible {
+    /// Transport protocol of a socket.
+    public enum Transport: String, Sendable, Hashable, CaseIterable {
+        case tcp, udp
+        /// `IPPROTO_TCP` / `IPPROTO_UDP`, as `struct bpf_sk_lookup` reports `protocol`.
+        public var ipProtocol: UInt32 { self == .tcp ? UInt32(IPPROTO_TCP) : UInt32(IPPROTO_UDP) }
+        var socketType: Int32 { Int32(self == .tcp ? SOCK_STREAM.rawValue : SOCK_DGRAM.rawValue) }
+    }
+
+    /// The descriptor.
+    public let descriptor: OwnedFileDescriptor
+    public let transport: Transport
+    /// `AF_INET` or `AF_INET6`.
+    public let family: Int32
+
+    /// Adopts an existing socket descriptor (one taken from another process, say).
+    public init(adopting descriptor: OwnedFileDescriptor, transport: Transport, family: Int32) {
+        self.descriptor = descriptor
+        self.transport = transport
+        self.family = family
+    }
+
+    var fd: Int32 { descriptor.rawValue }
+
+    /// Creates and binds a socket; a TCP socket also listens.
+    ///
+    /// - Parameters:
+    ///   - v6Only: for IPv6, refuse IPv4 traffic (`IPV6_V6ONLY`); `false` makes a dual-stack socket.
+    ///   - reusePort: join an `SO_REUSEPORT` group.
+    public static func bound(
+        _ transport: Transport, _ address: IPAddress, port: UInt16, reusePort: Bool = false, v6Only: Bool = true,
+        backlog: Int32 = 128
+    ) throws(BPFError) -> Socket {
+        let what = "bind \(transport) socket to \(Endpoint(address, port))"
+        let raw = try kernelCall(what) {
+            cbpf_socket(address.family, transport.socketType, reusePort ? 1 : 0, v6Only ? 1 : 0, 1)
+        }
+        let socket = Socket(
+            adopting: OwnedFileDescriptor(adopting: Int32(raw)), transport: transport, family: address.family)
+        try kernelCall(what) {
+            address.bytes.withUnsafeBufferPointer { cbpf_bind(socket.fd, address.family, $0.baseAddress, port) }
+        }
+        if transport == .tcp {
+            try kernelCall("listen on \(Endpoint(address, port))") { cbpf_listen(socket.fd, backlog) }
+        }
+        return socket
+    }
+
+    /// Connects a new socket to `address:port` (for UDP: sets the default peer).
+    public static func connected(
+        _ transport: Transport, to address: IPAddress, port: UInt16, timeoutMilliseconds: UInt32 = 2000
+    ) throws(BPFError) -> Socket {
+        let what = "connect \(transport) to \(Endpoint(address, port))"
+        let raw = try kernelCall(what) { cbpf_socket(address.family, transport.socketType, 0, 0, 0) }
+        let socket = Socket(
+            adopting: OwnedFileDescriptor(adopting: Int32(raw)), transport: transport, family: address.family)
+        try socket.setTimeout(milliseconds: timeoutMilliseconds)
+        try kernelCall(what) {
+            address.bytes.withUnsafeBufferPointer { cbpf_connect(socket.fd, address.family, $0.baseAddress, port) }
+        }
+        return socket
+    }
+
+    /// Sets send and receive timeouts.
+    public func setTimeout(milliseconds: UInt32) throws(BPFError) {
+        try kernelCall("set socket timeouts") { cbpf_set_timeouts(fd, milliseconds) }
+    }
+
+    /// The kernel's cookie for this socket (`SO_COOKIE`): the number SOCKMAP and SOCKHASH
+    /// lookups return and an SK_LOOKUP test run reports for the selected socket.
+    public func cookie() throws(BPFError) -> UInt64 {
+        var cookie: UInt64 = 0
+        try kernelCall("read SO_COOKIE") { cbpf_socket_cookie(fd, &cookie) }
+        return cookie
+    }
+
+    /// The bound local address and port.
+    public func localEndpoint() throws(BPFError) -> Endpoint {
+        try endpoint("getsockname", cbpf_local_address)
+    }
+
+    /// The connected peer's address and port.
+    public func peerEndpoint() throws(BPFError) -> Endpoint {
+        try endpoint("getpeername", cbpf_peer_address)
+    }
+
+    private func endpoint(
+        _ what: String,
+        _ call: (Int32, UnsafeMutablePointer<Int32>, UnsafeMutablePointer<UInt8>, UnsafeMutablePointer<UInt16>) -> Int
+    ) throws(BPFError) -> Endpoint {
+        var family: Int32 = 0
+        var bytes = [UInt8](repeating: 0, count: 16)
+        var port: UInt16 = 0
+        try kernelCall(what) { call(fd, &family, &bytes, &port) }
+        return Endpoint(IPAddress(bytes: family == AF_INET ? Array(bytes.prefix(4)) : bytes)!, port)
+    }
+
+    /// Accepts one connection (TCP).
+    public func accept() throws(BPFError) -> Socket {
+        let raw = try kernelCall("accept") { cbpf_accept(fd) }
+        return Socket(adopting: OwnedFileDescriptor(adopting: Int32(raw)), transport: .tcp, family: family)
+    }
+
+    /// Sends bytes on a connected socket; returns how many were sent.
+    @discardableResult
+    public func send(_ bytes: [UInt8]) throws(BPFError) -> Int {
+        try kernelCall("send") { bytes.withUnsafeBytes { cbpf_send(fd, $0.baseAddress, $0.count) } }
+    }
+
+    /// Receives up to `maximum` bytes; an empty result means the peer closed.
+    public func receive(maximum: Int = 65536) throws(BPFError) -> [UInt8] {
+        var buffer = [UInt8](repeating: 0, count: maximum)
+        let count = try kernelCall("receive") {
+            buffer.withUnsafeMutableBytes { cbpf_receive(fd, $0.baseAddress, $0.count) }
+        }
+        return Array(buffer.prefix(count))
+    }
+
+    /// Sends a datagram to `endpoint` (UDP).
+    @discardableResult
+    public func send(_ bytes: [UInt8], to endpoint: Endpoint) throws(BPFError) -> Int {
+        try kernelCall("send to \(endpoint)") {
+            bytes.withUnsafeBytes { raw in
+                endpoint.address.bytes.withUnsafeBufferPointer { address in
+                    cbpf_send_to(
+                        fd, raw.baseAddress, raw.count, endpoint.address.family, address.baseAddress, endpoint.port)
+                }
+            }
+        }
+    }
+
+    /// Receives one datagram and its sender (UDP).
+    public func receiveFrom(maximum: Int = 65536) throws(BPFError) -> (bytes: [UInt8], from: Endpoint) {
+        var buffer = [UInt8](repeating: 0, count: maximum)
+        var family: Int32 = 0
+        var address = [UInt8](repeating: 0, count: 16)
+        var port: UInt16 = 0
+        let count = try kernelCall("receive") {
+            buffer.withUnsafeMutableBytes { cbpf_receive_from(fd, $0.baseAddress, $0.count, &family, &address, &port) }
+        }
+        let peer = IPAddress(bytes: family == AF_INET ? Array(address.prefix(4)) : address)!
+        return (Array(buffer.prefix(count)), Endpoint(peer, port))
+    }
+
+    /// Reads an integer socket option.
+    public func option(level: Int32, name: Int32) throws(BPFError) -> Int32 {
+        var value: Int32 = 0
+        try kernelCall("getsockopt") { cbpf_getsockopt_int(fd, level, name, &value) }
+        return value
+    }
+
+    public var description: String { "\(transport) socket fd \(fd)" }
+}
+
+/// An address and port.
+public struct Endpoint: Hashable, Sendable, CustomStringConvertible {
+    public var address: IPAddress
+    public var port: UInt16
+    public init(_ address: IPAddress, _ port: UInt16) {
+        self.address = address
+        self.port = port
+    }
+
+    /// Parses `127.0.0.1:80` or `[::1]:80`.
+    public init?(_ text: String) {
+        var host = Substring(text)
+        guard let colon = host.lastIndex(of: ":") else { return nil }
+        let portText = host[host.index(after: colon)...]
+        host = host[..<colon]
+        if host.hasPrefix("[") && host.hasSuffix("]") { host = host.dropFirst().dropLast() }
+        guard let address = IPAddress(String(host)), let port = UInt16(portText) else { return nil }
+        self.init(address, port)
+    }
+
+    /// `127.0.0.1:80` or `[::1]:80`.
+    public var description: String { address.isIPv4 ? "\(address):\(port)" : "[\(address)]:\(port)" }
+}

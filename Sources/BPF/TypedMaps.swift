@@ -1,0 +1,231 @@
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// The raw bytes of a plain value (its memory layout, padding included).
+@inlinable
+public func rawBytes<T: BitwiseCopyable>(of value: T) -> [UInt8] {
+    withUnsafeBytes(of: value) { Array($0) }
+}
+
+/// A plain value from its raw bytes.
+@inlinable
+public func value<T: BitwiseCopyable>(_ type: T.Type = T.self, from bytes: some Collection<UInt8>) -> T {
+    Array(bytes).withUnsafeBytes { $0.loadUnaligned(as: T.self) }
+}
+
+func requireSizes(_ map: Map, key: Int, value: Int, _ what: String) throws(BPFError) {
+    guard map.keySize == key, map.valueSize == value else {
+        throw BPFError(
+            operation: "use \(map) as \(what)", code: EINVAL, kind: .invalidArgument,
+            hint: "it has \(map.keySize)-byte keys and \(map.valueSize)-byte values; \(what) needs \(key) and \(value)")
+    }
+}
+
+/// A `BPF_MAP_TYPE_HASH` with typed keys and values.
+public struct HashMap<Key: BitwiseCopyable, Value: BitwiseCopyable>: Sendable {
+    public let map: Map
+
+    /// Wraps an existing map, checking the key and value sizes.
+    public init(_ map: Map) throws(BPFError) {
+        try requireSizes(map, key: MemoryLayout<Key>.size, value: MemoryLayout<Value>.size, "HashMap")
+        self.map = map
+    }
+
+    /// Creates a hash map.
+    public static func create(maxEntries: Int, name: String = "", flags: UInt32 = 0) throws(BPFError) -> Self {
+        try Self(
+            Map.create(
+                type: .hash, keySize: MemoryLayout<Key>.size, valueSize: MemoryLayout<Value>.size,
+                maxEntries: maxEntries, flags: flags, name: name))
+    }
+
+    public func lookup(_ key: Key) throws(BPFError) -> Value? {
+        try map.lookup(rawBytes(of: key)).map { value(Value.self, from: $0) }
+    }
+    public func update(_ key: Key, _ newValue: Value, mode: Map.UpdateMode = .any) throws(BPFError) {
+        try map.update(rawBytes(of: key), rawBytes(of: newValue), mode: mode)
+    }
+    @discardableResult
+    public func delete(_ key: Key) throws(BPFError) -> Bool { try map.delete(rawBytes(of: key)) }
+    public func keys() throws(BPFError) -> [Key] { try map.keys().map { value(Key.self, from: $0) } }
+}
+
+/// A `BPF_MAP_TYPE_ARRAY`: `maxEntries` values indexed from 0, all present (zeroed) from the start.
+public struct ArrayMap<Value: BitwiseCopyable>: Sendable {
+    public let map: Map
+
+    public init(_ map: Map) throws(BPFError) {
+        try requireSizes(map, key: 4, value: MemoryLayout<Value>.size, "ArrayMap")
+        self.map = map
+    }
+
+    public static func create(count: Int, name: String = "") throws(BPFError) -> Self {
+        try Self(
+            Map.create(type: .array, keySize: 4, valueSize: MemoryLayout<Value>.size, maxEntries: count, name: name))
+    }
+
+    public subscript(index: UInt32) -> Value {
+        get throws(BPFError) {
+            guard let bytes = try map.lookup(rawBytes(of: index)) else {
+                throw BPFError(
+                    operation: "read index \(index) of \(map)", code: ENOENT, hint: "the index is out of range")
+            }
+            return value(Value.self, from: bytes)
+        }
+    }
+
+    public func set(_ index: UInt32, _ newValue: Value) throws(BPFError) {
+        try map.update(rawBytes(of: index), rawBytes(of: newValue))
+    }
+}
+
+/// A `BPF_MAP_TYPE_PERCPU_ARRAY`: each index has one value per possible CPU.
+public struct PerCPUArrayMap<Value: BitwiseCopyable>: Sendable {
+    public let map: Map
+
+    public init(_ map: Map) throws(BPFError) {
+        try requireSizes(map, key: 4, value: MemoryLayout<Value>.size, "PerCPUArrayMap")
+        self.map = map
+    }
+
+    public static func create(count: Int, name: String = "") throws(BPFError) -> Self {
+        try Self(
+            Map.create(
+                type: .perCPUArray, keySize: 4, valueSize: MemoryLayout<Value>.size, maxEntries: count, name: name))
+    }
+
+    private var stride: Int { (MemoryLayout<Value>.size + 7) / 8 * 8 }
+
+    /// Every CPU's value at `index`, in CPU order.
+    public func values(at index: UInt32) throws(BPFError) -> [Value] {
+        guard let bytes = try map.lookup(rawBytes(of: index)) else {
+            throw BPFError(operation: "read index \(index) of \(map)", code: ENOENT, hint: "the index is out of range")
+        }
+        return (0..<possibleCPUCount).map { cpu in
+            value(Value.self, from: bytes[(cpu * stride)..<(cpu * stride + MemoryLayout<Value>.size)])
+        }
+    }
+
+    /// Sets `index` to `newValue` on every CPU.
+    public func set(_ index: UInt32, everyCPU newValue: Value) throws(BPFError) {
+        var bytes = [UInt8](repeating: 0, count: stride * possibleCPUCount)
+        let one = rawBytes(of: newValue)
+        for cpu in 0..<possibleCPUCount {
+            bytes.replaceSubrange((cpu * stride)..<(cpu * stride + one.count), with: one)
+        }
+        try map.update(rawBytes(of: index), bytes)
+    }
+}
+
+/// A `BPF_MAP_TYPE_LPM_TRIE`: keys are a prefix length in bits and `dataSize` bytes of data;
+/// a lookup with a full-length key finds the longest stored prefix that covers it.
+public struct LPMTrieMap<Value: BitwiseCopyable>: Sendable {
+    public let map: Map
+    /// Bytes of data after the 4-byte prefix length.
+    public var dataSize: Int { map.keySize - 4 }
+
+    public init(_ map: Map) throws(BPFError) {
+        guard map.type == .lpmTrie, map.valueSize == MemoryLayout<Value>.size else {
+            throw BPFError(
+                operation: "use \(map) as LPMTrieMap", code: EINVAL, kind: .invalidArgument,
+                hint: "it must be an lpm_trie with \(MemoryLayout<Value>.size)-byte values")
+        }
+        self.map = map
+    }
+
+    /// Creates a trie for `dataSize`-byte keys (4 for IPv4, 16 for IPv6); entries are
+    /// allocated on demand, as the kernel requires.
+    public static func create(dataSize: Int, maxEntries: Int, name: String = "") throws(BPFError) -> Self {
+        try Self(
+            Map.create(
+                type: .lpmTrie, keySize: 4 + dataSize, valueSize: MemoryLayout<Value>.size, maxEntries: maxEntries,
+                flags: Map.noPreallocate, name: name))
+    }
+
+    private func key(_ prefixLength: Int, _ data: [UInt8]) throws(BPFError) -> [UInt8] {
+        guard data.count == dataSize, (0...dataSize * 8).contains(prefixLength) else {
+            throw BPFError(
+                operation: "build a key for \(map)", code: EINVAL, kind: .invalidArgument,
+                hint: "keys need \(dataSize) bytes of data and a prefix length of 0…\(dataSize * 8)")
+        }
+        return rawBytes(of: UInt32(prefixLength)) + data
+    }
+
+    public func insert(prefixLength: Int, data: [UInt8], _ newValue: Value) throws(BPFError) {
+        try map.update(key(prefixLength, data), rawBytes(of: newValue))
+    }
+    /// The value of the longest prefix covering `data` (looked up with the full length).
+    public func longestMatch(_ data: [UInt8]) throws(BPFError) -> Value? {
+        try map.lookup(key(dataSize * 8, data)).map { value(Value.self, from: $0) }
+    }
+    @discardableResult
+    public func remove(prefixLength: Int, data: [UInt8]) throws(BPFError) -> Bool {
+        try map.delete(key(prefixLength, data))
+    }
+    /// Every stored (prefix length, data) pair.
+    public func prefixes() throws(BPFError) -> [(prefixLength: Int, data: [UInt8])] {
+        try map.keys().map { (Int(value(UInt32.self, from: $0.prefix(4))), Array($0.dropFirst(4))) }
+    }
+}
+
+/// A `BPF_MAP_TYPE_SOCKMAP`: sockets by index. Reading an entry gives the socket's cookie.
+/// The map does not keep a socket open: an entry disappears when its socket is closed.
+public struct SocketMap: Sendable {
+    public let map: Map
+
+    public init(_ map: Map) throws(BPFError) {
+        guard map.type == .sockMap, map.keySize == 4, map.valueSize == 8 else {
+            throw BPFError(
+                operation: "use \(map) as SocketMap", code: EINVAL, kind: .invalidArgument,
+                hint: "it must be a sockmap with 4-byte keys and 8-byte values")
+        }
+        self.map = map
+    }
+
+    /// Creates a SOCKMAP with 8-byte values, so lookups return the socket cookie.
+    public static func create(count: Int, name: String = "") throws(BPFError) -> Self {
+        try Self(Map.create(type: .sockMap, keySize: 4, valueSize: 8, maxEntries: count, name: name))
+    }
+
+    /// Puts `socket` at `index` (a listening TCP or an unconnected UDP socket).
+    public func set(_ index: UInt32, _ socket: Socket, mode: Map.UpdateMode = .any) throws(BPFError) {
+        try map.update(rawBytes(of: index), rawBytes(of: UInt64(socket.descriptor.rawValue)), mode: mode)
+    }
+    /// The cookie of the socket at `index`, or `nil`.
+    public func cookie(at index: UInt32) throws(BPFError) -> UInt64? {
+        try map.lookup(rawBytes(of: index)).map { value(UInt64.self, from: $0) }
+    }
+    @discardableResult
+    public func remove(_ index: UInt32) throws(BPFError) -> Bool { try map.delete(rawBytes(of: index)) }
+}
+
+/// A `BPF_MAP_TYPE_SOCKHASH`: sockets by a key of any plain type.
+public struct SocketHash<Key: BitwiseCopyable>: Sendable {
+    public let map: Map
+
+    public init(_ map: Map) throws(BPFError) {
+        guard map.type == .sockHash, map.keySize == MemoryLayout<Key>.size, map.valueSize == 8 else {
+            throw BPFError(
+                operation: "use \(map) as SocketHash", code: EINVAL, kind: .invalidArgument,
+                hint: "it must be a sockhash with \(MemoryLayout<Key>.size)-byte keys and 8-byte values")
+        }
+        self.map = map
+    }
+
+    public static func create(maxEntries: Int, name: String = "") throws(BPFError) -> Self {
+        try Self(
+            Map.create(
+                type: .sockHash, keySize: MemoryLayout<Key>.size, valueSize: 8, maxEntries: maxEntries, name: name))
+    }
+
+    public func set(_ key: Key, _ socket: Socket, mode: Map.UpdateMode = .any) throws(BPFError) {
+        try map.update(rawBytes(of: key), rawBytes(of: UInt64(socket.descriptor.rawValue)), mode: mode)
+    }
+    public func cookie(for key: Key) throws(BPFError) -> UInt64? {
+        try map.lookup(rawBytes(of: key)).map { value(UInt64.self, from: $0) }
+    }
+    @discardableResult
+    public func remove(_ key: Key) throws(BPFError) -> Bool { try map.delete(rawBytes(of: key)) }
+    public func keys() throws(BPFError) -> [Key] { try map.keys().map { value(Key.self, from: $0) } }
+}

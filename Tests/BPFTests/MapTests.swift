@@ -1,0 +1,101 @@
+import BPF
+import BPFAssembly
+import KernelTestSupport
+import Testing
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+@Suite(needsRoot)
+struct MapTests {
+    @Test func hashMapOperationsAndUpdateModes() throws {
+        try exclusively {
+            let map = try HashMap<UInt32, UInt64>.create(maxEntries: 16, name: "h")
+            #expect(try map.lookup(1) == nil)
+            try map.update(1, 100)
+            try map.update(2, 200, mode: .onlyNew)
+            #expect(try map.lookup(1) == 100)
+            #expect(throws: BPFError.self) { try map.update(1, 5, mode: .onlyNew) }
+            #expect(throws: BPFError.self) { try map.update(9, 5, mode: .onlyExisting) }
+            try map.update(1, 101, mode: .onlyExisting)
+            #expect(try map.lookup(1) == 101)
+            #expect(try Set(map.keys()) == [1, 2])
+            #expect(try map.delete(2))
+            #expect(try !map.delete(2))
+            // Batch update and batch read.
+            try map.map.updateBatch((10..<14).map { (rawBytes(of: UInt32($0)), rawBytes(of: UInt64($0 * 2))) })
+            let entries = try map.map.entries()
+            #expect(entries.count == 5)
+            #expect(
+                entries.contains { value(UInt32.self, from: $0.key) == 13 && value(UInt64.self, from: $0.value) == 26 })
+            // Full: the 17th entry does not fit.
+            for i in UInt32(20)..<UInt32(31) { try map.update(i, 0) }
+            #expect {
+                try map.update(99, 0)
+            } throws: { ($0 as? BPFError)?.kind == .noSpace }
+            // A key of the wrong size is refused before any syscall.
+            #expect {
+                _ = try map.map.lookup([1, 2])
+            } throws: { ($0 as? BPFError)?.kind == .invalidArgument }
+        }
+    }
+
+    @Test func arrayAndPerCPUArray() throws {
+        try exclusively {
+            let array = try ArrayMap<UInt64>.create(count: 4)
+            #expect(try array[3] == 0)
+            try array.set(3, 7)
+            #expect(try array[3] == 7)
+            #expect(throws: BPFError.self) { _ = try array[4] }
+
+            let counters = try PerCPUArrayMap<UInt64>.create(count: 2)
+            try counters.set(1, everyCPU: 5)
+            let values = try counters.values(at: 1)
+            #expect(values.count == possibleCPUCount)
+            #expect(values.allSatisfy { $0 == 5 })
+        }
+    }
+
+    @Test func lpmTrieFindsTheLongestPrefix() throws {
+        try exclusively {
+            let trie = try LPMTrieMap<UInt32>.create(dataSize: 4, maxEntries: 16)
+            try trie.insert(prefixLength: 8, data: [127, 0, 0, 0], 8)
+            try trie.insert(prefixLength: 24, data: [127, 0, 0, 0], 24)
+            #expect(try trie.longestMatch([127, 0, 0, 9]) == 24)
+            #expect(try trie.longestMatch([127, 9, 0, 1]) == 8)
+            #expect(try trie.longestMatch([10, 0, 0, 1]) == nil)
+            #expect(try trie.prefixes().count == 2)
+            #expect(try trie.remove(prefixLength: 24, data: [127, 0, 0, 0]))
+            #expect(try trie.longestMatch([127, 0, 0, 9]) == 8)
+        }
+    }
+
+    @Test func socketMapAndHashHoldSocketsByCookieUntilTheyClose() throws {
+        try exclusively {
+            let namespace = try NetworkNamespace.makeThrowaway()
+            let sockets = try SocketMap.create(count: 4)
+            let hash = try SocketHash<UInt64>.create(maxEntries: 4)
+            var listener: Socket? = try namespace.run { try Socket.bound(.tcp, .loopback4, port: 0) }
+            let udp = try namespace.run { try Socket.bound(.udp, .loopback4, port: 0) }
+            try sockets.set(0, listener!)
+            try sockets.set(1, udp)
+            try hash.set(42, listener!)
+            #expect(try sockets.cookie(at: 0) == listener!.cookie())
+            #expect(try sockets.cookie(at: 1) == udp.cookie())
+            #expect(try hash.cookie(for: 42) == listener!.cookie())
+            #expect(try sockets.cookie(at: 2) == nil)
+            // SOCKMAP takes established TCP sockets too (it is sk_assign that refuses them).
+            let port = try listener!.localEndpoint().port
+            let client = try namespace.run { try Socket.connected(.tcp, to: .loopback4, port: port) }
+            try sockets.set(3, client)
+            #expect(try sockets.cookie(at: 3) == client.cookie())
+            // The map does not keep a socket alive: closing it removes the entries.
+            listener = nil
+            _ = client
+            #expect(try sockets.cookie(at: 0) == nil)
+            #expect(try hash.cookie(for: 42) == nil)
+            #expect(try sockets.remove(1))
+        }
+    }
+}

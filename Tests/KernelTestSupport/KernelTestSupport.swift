@@ -1,0 +1,32 @@
+import BPF
+import Synchronization
+import Testing
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// Whether this process may load BPF programs and create network namespaces.
+public let isPrivileged: Bool = geteuid() == 0
+
+/// Skips a kernel test, with the reason, where the process is not root.
+public let needsRoot = ConditionTrait.enabled(
+    if: isPrivileged, "needs root: loads BPF programs and creates throwaway network namespaces")
+
+private let kernelLock = Mutex(())
+
+/// Runs kernel-facing test code one at a time across the whole test process, so that fd
+/// counts and timings of one test are not disturbed by another.
+public func exclusively<T>(_ body: () throws -> T) rethrows -> T {
+    try kernelLock.withLock { _ in try body() }
+}
+
+/// The open descriptor count once it is stable: other tests may briefly hold files open.
+public func settledDescriptorCount(expecting expected: Int? = nil) -> Int {
+    var count = openDescriptorCount()
+    for _ in 0..<50 where expected != nil && count != expected {
+        usleep(20_000)
+        count = openDescriptorCount()
+    }
+    return count
+}
