@@ -65,14 +65,23 @@ public final class NameServer: Sendable {
 
     /// Connects (TCP) or sends a datagram (UDP) to `endpoint` and returns the name that
     /// answered. Call it inside the namespace of the server (``NetworkNamespace/run(_:)``).
+    ///
+    /// The UDP client is unconnected, so it accepts the reply from whatever address the
+    /// server answers from (a steered server answers from its own bound address).
     public static func ask(
         _ transport: Socket.Transport, _ endpoint: Endpoint, timeoutMilliseconds: UInt32 = 2000
     ) throws(BPFError) -> String {
-        let client = try Socket.connected(
-            transport, to: endpoint.address, port: endpoint.port, timeoutMilliseconds: timeoutMilliseconds)
-        if transport == .udp { try client.send(Array("?".utf8)) }
-        let reply = try client.receive()
-        return String(decoding: reply, as: UTF8.self)
+        switch transport {
+        case .tcp:
+            let client = try Socket.connected(
+                .tcp, to: endpoint.address, port: endpoint.port, timeoutMilliseconds: timeoutMilliseconds)
+            return String(decoding: try client.receive(), as: UTF8.self)
+        case .udp:
+            let client = try Socket.bound(.udp, endpoint.address.isIPv4 ? .any4 : .any6, port: 0, v6Only: false)
+            try client.setTimeout(milliseconds: timeoutMilliseconds)
+            try client.send(Array("?".utf8), to: endpoint)
+            return String(decoding: try client.receiveFrom().bytes, as: UTF8.self)
+        }
     }
 }
 
