@@ -8,6 +8,7 @@ let package = Package(
         .library(name: "BPFAssembly", targets: ["BPFAssembly"]),
         .library(name: "BPF", targets: ["BPF"]),
         .library(name: "SKLookup", targets: ["SKLookup"]),
+        .library(name: "SocketSteering", targets: ["SocketSteering"]),
         .executable(name: "sksteer", targets: ["sksteer"]),
     ],
     dependencies: [
@@ -27,10 +28,18 @@ let package = Package(
             ]
         ),
         .target(name: "SKLookup", dependencies: ["BPF", "BPFAssembly"]),
+        // The dispatcher: bindings, destinations, state pinned in bpffs, metrics.
+        .target(
+            name: "SocketSteering",
+            dependencies: [
+                "BPF", "BPFAssembly", "SKLookup",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         .executableTarget(
             name: "sksteer",
             dependencies: [
-                "BPFAssembly", "BPF", "SKLookup",
+                "BPFAssembly", "BPF", "SKLookup", "SocketSteering",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -45,6 +54,10 @@ let package = Package(
         .target(name: "KernelTestSupport", dependencies: ["BPF"], path: "Tests/KernelTestSupport"),
         .testTarget(name: "BPFTests", dependencies: ["BPF", "BPFAssembly", "KernelTestSupport"]),
         .testTarget(name: "SKLookupTests", dependencies: ["SKLookup", "BPF", "BPFAssembly", "KernelTestSupport"]),
+        .testTarget(
+            name: "SocketSteeringTests",
+            dependencies: ["SocketSteering", "SKLookup", "BPF", "BPFAssembly", "KernelTestSupport"]
+        ),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -296,3 +296,17 @@ extension Statement {
     /// `dst = map` for a map object; the loader puts in its descriptor.
     public static func loadMap(_ dst: Register, _ map: Map) -> Statement { .loadMap(dst, map.reference) }
 }
+
+extension Map {
+    /// Puts `inner` at `index` of a map-in-map (`ARRAY_OF_MAPS` or `HASH_OF_MAPS` with 4-byte
+    /// keys). The swap is atomic: programs see the old inner map or the new one.
+    public func setInnerMap(_ inner: Map, at index: UInt32) throws(BPFError) {
+        try update(rawBytes(of: index), rawBytes(of: UInt32(bitPattern: inner.descriptor.rawValue)))
+    }
+
+    /// The inner map at `index` of a map-in-map (a lookup from user space yields its id).
+    public func innerMap(at index: UInt32) throws(BPFError) -> Map? {
+        guard let bytes = try lookup(rawBytes(of: index)) else { return nil }
+        return try Map.open(id: value(UInt32.self, from: bytes.prefix(4)))
+    }
+}

@@ -8,7 +8,7 @@ import CBPF
 /// clients and tests; no Foundation networking.
 public final class Socket: Sendable, CustomStringConvertible {
     /// Transport protocol of a socket.
-    public enum Transport: String, Sendable, Hashable, CaseIterable {
+    public enum Transport: String, Sendable, Hashable, CaseIterable, Codable {
         case tcp, udp
         /// `IPPROTO_TCP` / `IPPROTO_UDP`, as `struct bpf_sk_lookup` reports `protocol`.
         public var ipProtocol: UInt32 { self == .tcp ? UInt32(IPPROTO_TCP) : UInt32(IPPROTO_UDP) }
@@ -182,4 +182,70 @@ public struct Endpoint: Hashable, Sendable, CustomStringConvertible {
 
     /// `127.0.0.1:80` or `[::1]:80`.
     public var description: String { address.isIPv4 ? "\(address):\(port)" : "[\(address)]:\(port)" }
+}
+
+/// What the kernel says about a socket descriptor, whoever created it.
+public struct SocketFacts: Sendable, Hashable {
+    public var transport: Socket.Transport?
+    /// `AF_INET`, `AF_INET6`, or another family.
+    public var family: Int32
+    /// TCP: `SO_ACCEPTCONN`.
+    public var listening: Bool
+    /// Whether it has a peer (`getpeername` succeeds).
+    public var connected: Bool
+    /// IPv6: `IPV6_V6ONLY`.
+    public var v6Only: Bool
+    public var reusePort: Bool
+    public var local: Endpoint?
+    /// `SO_NETNS_COOKIE` (Linux 5.14+), identifying the socket's network namespace.
+    public var namespaceCookie: UInt64?
+}
+
+extension Socket {
+    /// Asks the kernel what this descriptor is (`SO_DOMAIN`, `SO_TYPE`, `SO_PROTOCOL`, …).
+    /// - Throws: if it is not a socket.
+    public static func facts(of descriptor: OwnedFileDescriptor) throws(BPFError) -> SocketFacts {
+        let fd = descriptor.rawValue
+        func option(_ level: Int32, _ name: Int32) throws(BPFError) -> Int32 {
+            var value: Int32 = 0
+            try kernelCall("getsockopt", hints: [ENOTSOCK: "the descriptor is not a socket"]) {
+                cbpf_getsockopt_int(fd, level, name, &value)
+            }
+            return value
+        }
+        let family = try option(SOL_SOCKET, SO_DOMAIN)
+        let type = try option(SOL_SOCKET, SO_TYPE)
+        let proto = try option(SOL_SOCKET, SO_PROTOCOL)
+        var transport: Socket.Transport?
+        if type == Int32(SOCK_STREAM.rawValue) && proto == Int32(IPPROTO_TCP) { transport = .tcp }
+        if type == Int32(SOCK_DGRAM.rawValue) && proto == Int32(IPPROTO_UDP) { transport = .udp }
+        var peerFamily: Int32 = 0
+        var peer = [UInt8](repeating: 0, count: 16)
+        var peerPort: UInt16 = 0
+        let connected = cbpf_peer_address(fd, &peerFamily, &peer, &peerPort) == 0
+        var localFamily: Int32 = 0
+        var local = [UInt8](repeating: 0, count: 16)
+        var localPort: UInt16 = 0
+        var endpoint: Endpoint?
+        if cbpf_local_address(fd, &localFamily, &local, &localPort) == 0,
+            let address = IPAddress(bytes: localFamily == AF_INET ? Array(local.prefix(4)) : local),
+            localFamily == AF_INET || localFamily == AF_INET6
+        {
+            endpoint = Endpoint(address, localPort)
+        }
+        var cookie: UInt64 = 0
+        let namespaceCookie = withUnsafeMutableBytes(of: &cookie) { raw -> UInt64? in
+            var length = socklen_t(8)
+            return getsockopt(fd, SOL_SOCKET, 71 /* SO_NETNS_COOKIE */, raw.baseAddress, &length) == 0 ? 0 : nil
+        }.map { _ in cookie }
+        return SocketFacts(
+            transport: transport, family: family,
+            listening: transport == .tcp ? (try option(SOL_SOCKET, SO_ACCEPTCONN)) != 0 : false,
+            connected: connected,
+            v6Only: family == AF_INET6 ? (try option(Int32(IPPROTO_IPV6), IPV6_V6ONLY)) != 0 : false,
+            reusePort: (try option(SOL_SOCKET, SO_REUSEPORT)) != 0, local: endpoint, namespaceCookie: namespaceCookie)
+    }
+
+    /// This socket's facts.
+    public func facts() throws(BPFError) -> SocketFacts { try Socket.facts(of: descriptor) }
 }

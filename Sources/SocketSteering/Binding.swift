@@ -1,0 +1,213 @@
+import BPF
+
+/// The ports a binding covers: one port, a range, or all ports.
+public struct PortSet: Hashable, Sendable, Comparable, CustomStringConvertible, Codable {
+    /// The first port (0 for all ports).
+    public let lower: UInt16
+    /// The last port (65535 for all ports).
+    public let upper: UInt16
+
+    /// Every port, written `*`.
+    public static let all = PortSet(uncheckedLower: 0, upper: 65535)
+
+    init(uncheckedLower lower: UInt16, upper: UInt16) {
+        self.lower = lower
+        self.upper = upper
+    }
+
+    /// One port.
+    public static func single(_ port: UInt16) -> PortSet { PortSet(uncheckedLower: port, upper: port) }
+
+    /// A range; `nil` if `lower > upper`.
+    public init?(_ lower: UInt16, _ upper: UInt16) {
+        guard lower <= upper else { return nil }
+        self.init(uncheckedLower: lower, upper: upper)
+    }
+
+    /// Parses `80`, `8000-8999` or `*`; throws a message that says what is wrong.
+    public init(parsing text: String) throws(SteeringError) {
+        if text == "*" {
+            self = .all
+            return
+        }
+        func port(_ part: Substring) throws(SteeringError) -> UInt16 {
+            guard !part.isEmpty, part.allSatisfy(\.isNumber), let value = Int(part) else {
+                throw .invalidInput("'\(text)' is not a port: write 80, 8000-8999 or *")
+            }
+            guard value <= 65535 else { throw .invalidInput("port \(value) is out of range (0-65535)") }
+            return UInt16(value)
+        }
+        let parts = text.split(separator: "-", omittingEmptySubsequences: false)
+        switch parts.count {
+        case 1:
+            let value = try port(parts[0])
+            guard value != 0 else { throw .invalidInput("port 0 is not a port; write * for all ports") }
+            self = .single(value)
+        case 2:
+            let (low, high) = (try port(parts[0]), try port(parts[1]))
+            guard low <= high else { throw .invalidInput("range \(text) is empty: \(low) is above \(high)") }
+            self.init(uncheckedLower: low, upper: high)
+        default:
+            throw .invalidInput("'\(text)' is not a port: write 80, 8000-8999 or *")
+        }
+    }
+
+    /// How many ports it covers.
+    public var count: Int { Int(upper) - Int(lower) + 1 }
+    public var isAll: Bool { self == .all }
+    public func contains(_ port: UInt16) -> Bool { lower <= port && port <= upper }
+    public func overlaps(_ other: PortSet) -> Bool { lower <= other.upper && other.lower <= upper }
+
+    /// `80`, `8000-8999` or `*`.
+    public var description: String {
+        isAll ? "*" : lower == upper ? "\(lower)" : "\(lower)-\(upper)"
+    }
+
+    /// Narrower sets first; equal widths by first port.
+    public static func < (a: PortSet, b: PortSet) -> Bool { (a.count, a.lower) < (b.count, b.lower) }
+
+    public init(from decoder: any Decoder) throws {
+        self = try PortSet(parsing: decoder.singleValueContainer().decode(String.self))
+    }
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.singleValueContainer()
+        try container.encode(description)
+    }
+}
+
+/// A rule: traffic of `transport` to an address in `prefix` and a port in `ports` goes to
+/// the sockets registered for `label`.
+///
+/// Precedence, when several bindings match a connection: the longest prefix wins; at equal
+/// prefix the narrower port set wins (one port, then the narrowest range, then all ports);
+/// ranges of equal width are ordered by their first port. Bindings of the same protocol,
+/// prefix and ports are one binding (binding it again to another label is an error).
+public struct Binding: Hashable, Sendable, CustomStringConvertible, Codable {
+    public var label: String
+    public var transport: Socket.Transport
+    public var prefix: IPPrefix
+    public var ports: PortSet
+
+    public init(label: String, transport: Socket.Transport, prefix: IPPrefix, ports: PortSet) {
+        self.label = label
+        self.transport = transport
+        self.prefix = prefix
+        self.ports = ports
+    }
+
+    /// Parses the command-line form: `LABEL tcp|udp PREFIX PORTS`.
+    public init(label: String, protocol proto: String, prefix: String, ports: String) throws(SteeringError) {
+        try Self.checkLabel(label)
+        guard let transport = Socket.Transport(rawValue: proto.lowercased()) else {
+            throw .invalidInput("protocol '\(proto)' is not tcp or udp")
+        }
+        guard let parsed = IPPrefix(prefix) else {
+            throw .invalidInput(
+                "'\(prefix)' is not an IPv4 or IPv6 address or prefix (e.g. 127.0.0.1, 10.0.0.0/8, 2001:db8::/32)")
+        }
+        if !parsed.address.isIPv4, parsed.length >= 96, parsed.address.unmappedIPv4 != nil {
+            throw .invalidInput("'\(prefix)' is an IPv4-mapped IPv6 prefix; write the IPv4 prefix instead")
+        }
+        self.init(label: label, transport: transport, prefix: parsed, ports: try PortSet(parsing: ports))
+    }
+
+    /// Labels: 1 to 63 bytes of letters, digits, `-`, `_`, `.`, `:`, `/`.
+    public static func checkLabel(_ label: String) throws(SteeringError) {
+        guard !label.isEmpty, label.utf8.count <= 63 else {
+            throw .invalidInput("label '\(label)' must be 1 to 63 bytes long")
+        }
+        guard label.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "-_.:/".contains($0)) }) else {
+            throw .invalidInput("label '\(label)' may only contain letters, digits and - _ . : /")
+        }
+    }
+
+    /// The prefix in the 128-bit space the data plane uses (IPv4 as `::ffff:a.b.c.d`).
+    var mappedAddress: [UInt8] { prefix.address.mappedToIPv6.bytes }
+    /// The prefix length in that 128-bit space.
+    var mappedLength: Int { prefix.address.isIPv4 ? 96 + prefix.length : prefix.length }
+
+    /// Whether this binding matches a connection.
+    public func matches(_ transport: Socket.Transport, _ address: IPAddress, _ port: UInt16) -> Bool {
+        guard transport == self.transport, ports.contains(port) else { return false }
+        let mapped = address.mappedToIPv6
+        return IPPrefix(mapped, length: mappedLength)?.address.bytes == mappedAddress
+    }
+
+    /// Whether `self` takes precedence over `other` where both match.
+    public func precedes(_ other: Binding) -> Bool {
+        if mappedLength != other.mappedLength { return mappedLength > other.mappedLength }
+        return ports < other.ports
+    }
+
+    /// The identity of a binding without its label: what `unbind` and conflicts compare.
+    var rule: Rule { Rule(transport: transport, prefix: prefix, ports: ports) }
+
+    struct Rule: Hashable {
+        var transport: Socket.Transport
+        var prefix: IPPrefix
+        var ports: PortSet
+    }
+
+    /// `tcp 127.0.0.0/24 * → proxy`.
+    public var description: String { "\(transport) \(prefix) \(ports) → \(label)" }
+
+    enum CodingKeys: String, CodingKey { case label, `protocol`, prefix, ports }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        try self.init(
+            label: container.decode(String.self, forKey: .label),
+            protocol: container.decode(String.self, forKey: .protocol),
+            prefix: container.decode(String.self, forKey: .prefix),
+            ports: container.decode(String.self, forKey: .ports))
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(label, forKey: .label)
+        try container.encode(transport.rawValue, forKey: .protocol)
+        try container.encode(prefix.description, forKey: .prefix)
+        try container.encode(ports.description, forKey: .ports)
+    }
+}
+
+extension Array where Element == Binding {
+    /// By protocol (tcp, then udp), then most specific first: longest prefix, narrowest ports;
+    /// then by address and label.
+    public func sortedByPrecedence() -> [Binding] {
+        sorted { a, b in
+            if a.transport != b.transport { return a.transport.rawValue < b.transport.rawValue }
+            if a.precedes(b) != b.precedes(a) { return a.precedes(b) }
+            return (a.prefix.address, a.label) < (b.prefix.address, b.label)
+        }
+    }
+
+    /// The binding that wins for a connection, as the data plane decides it.
+    public func winner(for transport: Socket.Transport, _ address: IPAddress, _ port: UInt16) -> Binding? {
+        filter { $0.matches(transport, address, port) }.min { $0.precedes($1) }
+    }
+}
+
+/// Errors of the dispatcher, each one line that says what to do.
+public enum SteeringError: Error, Sendable, Hashable, CustomStringConvertible {
+    /// Bad input: a malformed prefix, port, label or file.
+    case invalidInput(String)
+    /// The dispatcher is not loaded in this namespace and bpffs.
+    case notLoaded(String)
+    /// A request that conflicts with the current state.
+    case conflict(String)
+    /// A socket that cannot be registered.
+    case unsuitableSocket(String)
+    /// A limit of the data plane.
+    case limit(String)
+    /// The kernel refused something.
+    case kernel(String)
+
+    public var description: String {
+        switch self {
+        case .invalidInput(let s), .notLoaded(let s), .conflict(let s), .unsuitableSocket(let s), .limit(let s),
+            .kernel(let s):
+            s
+        }
+    }
+}

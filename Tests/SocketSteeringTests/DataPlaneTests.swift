@@ -1,0 +1,18 @@
+import BPF
+import BPFAssembly
+import KernelTestSupport
+import Testing
+
+@testable import SocketSteering
+
+@Suite(needsRoot)
+struct DataPlaneTests {
+    @Test func theGeneratedProgramPassesTheVerifier() throws {
+        try exclusively {
+            let (maps, _, _) = try StateMaps.create(maxBindings: 1024)
+            let assembly = try DataPlane.program(maps.dataPlane)
+            let program = try Program.load(assembly, type: .skLookup, name: "sksteer")
+            #expect(try program.info().instructionCount > 100)
+        }
+    }
+}

@@ -1,0 +1,116 @@
+import BPF
+import KernelTestSupport
+import Testing
+
+@testable import SocketSteering
+
+@Suite(needsRoot)
+struct DispatcherTests {
+    /// The demo's configuration, checked connection by connection.
+    @Test func bindingsSteerRealConnections() throws {
+        try exclusively {
+            let f = try Fixture()
+            try f.serve("proxy", .tcp, .loopback4, 9000, label: "proxy")
+            try f.serve("web", .tcp, .loopback4, 9001, label: "web")
+            try f.serve("api", .tcp, .loopback4, 9002, label: "api")
+            try f.serve("dns", .udp, .loopback4, 9053, label: "dns")
+            try f.serve("normal", .tcp, .v4(127, 1, 0, 1), 80)
+            try f.bind("proxy", "tcp", "127.0.0.0/24", "*")
+            try f.bind("web", "tcp", "127.0.0.1", "80")
+            try f.bind("api", "tcp", "127.0.0.2", "5000-5099")
+            try f.bind("dns", "udp", "127.0.0.53", "53")
+            try f.bind("cache", "tcp", "127.0.0.9", "11211")  // no socket registered
+
+            #expect(try f.land(.tcp, "127.0.0.1", 80) == "web")
+            #expect(try f.land(.tcp, "127.0.0.1", 443) == "proxy")
+            #expect(try f.land(.tcp, "127.0.0.2", 5000) == "api")
+            #expect(try f.land(.tcp, "127.0.0.2", 5099) == "api")
+            #expect(try f.land(.tcp, "127.0.0.2", 5100) == "proxy")
+            #expect(try f.land(.tcp, "127.0.0.200", 22) == "proxy")
+            #expect(try f.land(.udp, "127.0.0.53", 53) == "dns")
+            #expect(try f.land(.tcp, "127.0.0.9", 11211) == "refused")  // bound, no socket: a miss
+            #expect(try f.land(.tcp, "127.1.0.1", 80) == "normal")  // no binding: normal lookup
+            #expect(try f.land(.tcp, "127.1.0.2", 80) == "refused")  // no binding, nothing there
+
+            // State survives: a new invocation sees the same bindings.
+            let bindings = try f.dispatcher(readOnly: true).bindings()
+            #expect(bindings.count == 5)
+            #expect(bindings.first == binding("web", "tcp", "127.0.0.1", "80"))
+            #expect(bindings.last(where: { $0.transport == .tcp }) == binding("proxy", "tcp", "127.0.0.0/24", "*"))
+            #expect(bindings.last == binding("dns", "udp", "127.0.0.53", "53"))
+        }
+    }
+
+    /// Every overlap case of the precedence rules: longest prefix, then narrower ports.
+    @Test func precedenceAndOverlaps() throws {
+        try exclusively {
+            let f = try Fixture()
+            for name in ["wide", "narrow", "range", "small-range", "single", "host", "host-range", "v6", "v6-host"] {
+                try f.serve(name, .tcp, name.hasPrefix("v6") ? .loopback6 : .loopback4, 0, label: name)
+            }
+            try f.namespace.addAddress(IPAddress("fd00::2")!)
+            try f.bind("wide", "tcp", "127.0.0.0/8", "*")
+            try f.bind("narrow", "tcp", "127.0.0.0/16", "*")
+            try f.bind("range", "tcp", "127.0.0.0/16", "1000-1999")
+            try f.bind("small-range", "tcp", "127.0.0.0/16", "1500-1509")
+            try f.bind("single", "tcp", "127.0.0.0/16", "1505")
+            try f.bind("host", "tcp", "127.0.0.7", "*")
+            try f.bind("host-range", "tcp", "127.0.0.7", "1-1023")
+            try f.bind("v6", "tcp", "::/0", "*")
+            try f.bind("v6-host", "tcp", "::1", "7000-7999")
+            let expectations: [(String, UInt16, String)] = [
+                ("127.9.9.9", 1505, "wide"),  // only /8 covers it
+                ("127.0.9.9", 80, "narrow"),  // /16 beats /8
+                ("127.0.9.9", 1200, "range"),  // same /16: a range beats all ports
+                ("127.0.9.9", 1500, "small-range"),  // a narrower range beats a wider one
+                ("127.0.9.9", 1505, "single"),  // one port beats every range
+                ("127.0.9.9", 1510, "range"),
+                ("127.0.0.7", 1505, "host"),  // /32 beats /16 even though /16 has the single port
+                ("127.0.0.7", 80, "host-range"),
+                ("127.0.0.7", 2000, "host"),
+                ("::1", 7500, "v6-host"),
+                ("::1", 8000, "v6"),
+                ("fd00::2", 7500, "v6"),
+            ]
+            for (address, port, expected) in expectations {
+                #expect(try f.land(.tcp, address, port) == expected, "\(address):\(port)")
+                let winner = try f.dispatcher(readOnly: true).bindings().winner(for: .tcp, IPAddress(address)!, port)
+                #expect(winner?.label == expected, "user-space precedence for \(address):\(port)")
+            }
+            // Unbinding the single port uncovers the range below it.
+            try f.dispatcher().unbind(binding("single", "tcp", "127.0.0.0/16", "1505"))
+            #expect(try f.land(.tcp, "127.0.9.9", 1505) == "small-range")
+            try f.dispatcher().unbind(binding("small-range", "tcp", "127.0.0.0/16", "1500-1509"))
+            try f.dispatcher().unbind(binding("range", "tcp", "127.0.0.0/16", "1000-1999"))
+            #expect(try f.land(.tcp, "127.0.9.9", 1505) == "narrow")
+            try f.dispatcher().unbind(binding("narrow", "tcp", "127.0.0.0/16", "*"))
+            #expect(try f.land(.tcp, "127.0.9.9", 1505) == "wide")
+        }
+    }
+
+    @Test func badInputChangesNothing() throws {
+        try exclusively {
+            let f = try Fixture()
+            try f.bind("web", "tcp", "127.0.0.1", "80")
+            #expect(throws: SteeringError.self) { try f.bind("x", "tcp", "127.0.0.300", "80") }
+            #expect(throws: SteeringError.self) { try f.bind("x", "tcp", "127.0.0.1", "70000") }
+            #expect(throws: SteeringError.self) { try f.bind("x", "tcp", "127.0.0.1", "9-3") }
+            #expect(throws: SteeringError.self) { try f.bind("x", "sctp", "127.0.0.1", "80") }
+            #expect(throws: SteeringError.self) { try f.bind("bad label!", "tcp", "127.0.0.1", "80") }
+            #expect(throws: SteeringError.self) { try f.bind("other", "tcp", "127.0.0.1", "80") }  // taken
+            #expect(throws: SteeringError.self) {
+                try f.dispatcher().unbind(binding("other", "tcp", "127.0.0.1", "80"))
+            }
+            #expect(throws: SteeringError.self) { try f.dispatcher().unbind(binding("web", "tcp", "127.0.0.1", "81")) }
+            // A socket of the wrong state.
+            let connected = try f.namespace.run { try Socket.connected(.udp, to: .loopback4, port: 9) }
+            #expect(throws: SteeringError.self) { try f.dispatcher().register(connected, label: "web") }
+            let unbound = Fixture.self
+            _ = unbound
+            #expect(try f.dispatcher(readOnly: true).bindings() == [binding("web", "tcp", "127.0.0.1", "80")])
+            #expect(throws: SteeringError.self) {
+                try f.dispatcher(readOnly: true).bind(binding("a", "tcp", "::1", "1"))
+            }
+        }
+    }
+}

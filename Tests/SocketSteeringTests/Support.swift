@@ -1,0 +1,67 @@
+import BPF
+import KernelTestSupport
+import SocketSteering
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// A throwaway namespace with a private bpffs and a loaded dispatcher, plus named servers.
+final class Fixture {
+    let namespace: NetworkNamespace
+    let bpffs: BPFFileSystem.TemporaryMount
+    var servers: [NameServer] = []
+
+    init(maxBindings: Int = 65536) throws {
+        namespace = try NetworkNamespace.makeThrowaway()
+        bpffs = try BPFFileSystem.TemporaryMount()
+        _ = try Dispatcher.load(namespace: namespace, bpffs: bpffs.path, maxBindings: maxBindings)
+    }
+
+    /// Opens the dispatcher (a new invocation, as the CLI does).
+    func dispatcher(readOnly: Bool = false) throws -> Dispatcher {
+        try Dispatcher.open(namespace: namespace, bpffs: bpffs.path, readOnly: readOnly)
+    }
+
+    /// Starts a server named `name` on `address:port` and registers it for `label`.
+    @discardableResult
+    func serve(
+        _ name: String, _ transport: Socket.Transport, _ address: IPAddress, _ port: UInt16, label: String? = nil,
+        v6Only: Bool = true, reusePort: Bool = false
+    ) throws -> NameServer {
+        let socket = try namespace.run {
+            try Socket.bound(transport, address, port: port, reusePort: reusePort, v6Only: v6Only)
+        }
+        let server = try NameServer(name: name, socket: socket)
+        servers.append(server)
+        if let label { try dispatcher().register(socket, label: label) }
+        return server
+    }
+
+    func bind(_ label: String, _ proto: String, _ prefix: String, _ ports: String) throws {
+        try dispatcher().bind(Binding(label: label, protocol: proto, prefix: prefix, ports: ports))
+    }
+
+    /// Where a connection lands: the server's name, "refused", or "unanswered" (UDP).
+    func land(_ transport: Socket.Transport, _ address: String, _ port: UInt16) throws -> String {
+        let endpoint = Endpoint(IPAddress(address)!, port)
+        return try namespace.run { () -> String in
+            do {
+                return try NameServer.ask(transport, endpoint, timeoutMilliseconds: 500)
+            } catch let error as BPFError {
+                if error.code == ECONNREFUSED { return "refused" }
+                if error.code == EAGAIN { return "unanswered" }
+                return "\(error)"
+            }
+        }
+    }
+
+    deinit {
+        for server in servers { server.stop() }
+        try? Dispatcher.unload(namespace: namespace, bpffs: bpffs.path)
+    }
+}
+
+func binding(_ label: String, _ proto: String, _ prefix: String, _ ports: String) -> Binding {
+    try! Binding(label: label, protocol: proto, prefix: prefix, ports: ports)
+}
