@@ -56,7 +56,8 @@ let package = Package(
         .testTarget(name: "SKLookupTests", dependencies: ["SKLookup", "BPF", "BPFAssembly", "KernelTestSupport"]),
         .testTarget(
             name: "SocketSteeringTests",
-            dependencies: ["SocketSteering", "SKLookup", "BPF", "BPFAssembly", "KernelTestSupport"]
+            // sksteer itself is built for the tests that run it as a separate process.
+            dependencies: ["SocketSteering", "SKLookup", "BPF", "BPFAssembly", "KernelTestSupport", "sksteer"]
         ),
     ],
     swiftLanguageModes: [.v6]

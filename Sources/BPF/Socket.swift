@@ -236,7 +236,8 @@ extension Socket {
         var cookie: UInt64 = 0
         let namespaceCookie = withUnsafeMutableBytes(of: &cookie) { raw -> UInt64? in
             var length = socklen_t(8)
-            return getsockopt(fd, SOL_SOCKET, 71 /* SO_NETNS_COOKIE */, raw.baseAddress, &length) == 0 ? 0 : nil
+            let soNetnsCookie: Int32 = 71  // SO_NETNS_COOKIE
+            return getsockopt(fd, SOL_SOCKET, soNetnsCookie, raw.baseAddress, &length) == 0 ? 0 : nil
         }.map { _ in cookie }
         return SocketFacts(
             transport: transport, family: family,
@@ -248,4 +249,51 @@ extension Socket {
 
     /// This socket's facts.
     public func facts() throws(BPFError) -> SocketFacts { try Socket.facts(of: descriptor) }
+}
+
+/// Every TCP and UDP socket of the calling thread's network namespace, as (cookie, inode),
+/// from the kernel's socket diagnostics (`NETLINK_SOCK_DIAG`).
+public func socketInodesByCookie() throws(BPFError) -> [UInt64: UInt64] {
+    var result: [UInt64: UInt64] = [:]
+    for family in [AF_INET, AF_INET6] {
+        for proto in [Int32(IPPROTO_TCP), Int32(IPPROTO_UDP)] {
+            var cookies = [UInt64](repeating: 0, count: 8192)
+            var inodes = [UInt64](repeating: 0, count: 8192)
+            let count = try kernelCall("list sockets (sock_diag)") {
+                cbpf_sock_diag(Int32(family), proto, &cookies, &inodes, UInt32(cookies.count))
+            }
+            for i in 0..<count { result[cookies[i]] = inodes[i] }
+        }
+    }
+    return result
+}
+
+/// Copies of the descriptors another process holds (`pidfd_open` + `pidfd_getfd`, Linux 5.6+;
+/// needs `CAP_SYS_PTRACE` over the process, as root has). Every open descriptor is listed from
+/// `/proc/PID/fd`, so gaps between descriptor numbers do not stop the search.
+public func descriptors(ofProcess pid: Int32) throws(BPFError) -> [(number: Int32, descriptor: OwnedFileDescriptor)] {
+    let pidfd = try kernelCall(
+        "pidfd_open(\(pid))", hints: [ESRCH: "no process \(pid)", ENOSYS: "pidfd_open needs Linux 5.3"]
+    ) { cbpf_pidfd_open(pid) }
+    let owner = OwnedFileDescriptor(adopting: Int32(pidfd))
+    guard let directory = opendir("/proc/\(pid)/fd") else {
+        throw BPFError(operation: "list the descriptors of process \(pid)", code: errno)
+    }
+    var numbers: [Int32] = []
+    while let entry = readdir(directory) {
+        let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        if let number = Int32(name) { numbers.append(number) }
+    }
+    closedir(directory)
+    var result: [(Int32, OwnedFileDescriptor)] = []
+    for number in numbers.sorted() {
+        let copy = cbpf_pidfd_getfd(owner.rawValue, number)
+        if copy == -Int(EPERM) {
+            throw BPFError(
+                operation: "pidfd_getfd of process \(pid)", code: EPERM,
+                hint: "taking descriptors from another process needs CAP_SYS_PTRACE over it (run as root)")
+        }
+        if copy >= 0 { result.append((number, OwnedFileDescriptor(adopting: Int32(copy)))) }
+    }
+    return result
 }

@@ -6,6 +6,8 @@
 #include <linux/if_addr.h>
 #include <linux/netlink.h>
 #include <linux/rtnetlink.h>
+#include <linux/inet_diag.h>
+#include <linux/sock_diag.h>
 #include <net/if.h>
 #include <netinet/in.h>
 #include <sched.h>
@@ -468,4 +470,54 @@ long cbpf_errno_name(int err, char *buf, size_t len) {
     strncpy(buf, name, len - 1);
     buf[len - 1] = 0;
     return 0;
+}
+
+long cbpf_sock_diag(int family, int protocol, uint64_t *cookies, uint64_t *inodes, uint32_t max) {
+    int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
+    if (fd < 0) return -errno;
+    struct {
+        struct nlmsghdr nh;
+        struct inet_diag_req_v2 req;
+    } request;
+    memset(&request, 0, sizeof(request));
+    request.nh.nlmsg_len = sizeof(request);
+    request.nh.nlmsg_type = SOCK_DIAG_BY_FAMILY;
+    request.nh.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
+    request.req.sdiag_family = family;
+    request.req.sdiag_protocol = protocol;
+    request.req.idiag_states = 0xffffffff;
+    struct sockaddr_nl kernel = {.nl_family = AF_NETLINK};
+    if (sendto(fd, &request, sizeof(request), 0, (struct sockaddr *)&kernel, sizeof(kernel)) < 0) {
+        int err = errno;
+        close(fd);
+        return -err;
+    }
+    long count = 0;
+    char buf[16384];
+    for (;;) {
+        long n = recv(fd, buf, sizeof(buf), 0);
+        if (n < 0) {
+            int err = errno;
+            close(fd);
+            return -err;
+        }
+        struct nlmsghdr *nh = (struct nlmsghdr *)buf;
+        for (; NLMSG_OK(nh, (unsigned long)n); nh = NLMSG_NEXT(nh, n)) {
+            if (nh->nlmsg_type == NLMSG_DONE) {
+                close(fd);
+                return count;
+            }
+            if (nh->nlmsg_type == NLMSG_ERROR) {
+                struct nlmsgerr *e = NLMSG_DATA(nh);
+                close(fd);
+                return e->error;
+            }
+            struct inet_diag_msg *msg = NLMSG_DATA(nh);
+            if (count < max) {
+                cookies[count] = (uint64_t)msg->id.idiag_cookie[0] | ((uint64_t)msg->id.idiag_cookie[1] << 32);
+                inodes[count] = msg->idiag_inode;
+                count++;
+            }
+        }
+    }
 }

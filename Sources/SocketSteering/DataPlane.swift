@@ -139,10 +139,10 @@ enum DataPlane {
                 Instruction.xor(.r3, .r4)
             }
             SKLookup.getRemotePort(ctx, into: .r4)
-            Instruction.lsh(.r4, 16)
             Instruction.xor(.r3, .r4)
+            // Fibonacci hashing: the top half of the 32-bit product mixes every input bit.
             Instruction.mul32(.r3, Int32(bitPattern: 0x9e37_79b1))
-            Instruction.rsh32(.r3, 7)
+            Instruction.rsh32(.r3, 16)
             Instruction.mod32(.r3, .r2)
             Instruction.stx(.w, .r10, .r3, hashSlot)
             // Try each slot in use from there; closed sockets have left their slots empty.

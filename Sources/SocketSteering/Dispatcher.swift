@@ -115,6 +115,12 @@ public final class Dispatcher {
         namespace: NetworkNamespace, bpffs: String = defaultBPFFS, readOnly: Bool = false,
         logger: Logger = .disabled
     ) throws -> Dispatcher {
+        try open(namespace: namespace, bpffs: bpffs, readOnly: readOnly, anySchema: false, logger: logger)
+    }
+
+    static func open(
+        namespace: NetworkNamespace, bpffs: String, readOnly: Bool, anySchema: Bool, logger: Logger
+    ) throws -> Dispatcher {
         try checkFileSystem(bpffs)
         let directory = try stateDirectory(bpffs: bpffs, namespace: namespace)
         let fd = Glibc.open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
@@ -136,7 +142,7 @@ public final class Dispatcher {
         let dispatcher = Dispatcher(
             namespace: namespace, directory: directory, maps: maps, readOnly: readOnly, lock: lock, logger: logger)
         let meta = try maps.readMeta()
-        if !readOnly {
+        if !readOnly && !anySchema {
             guard meta.schema == Layout.schemaVersion else {
                 throw SteeringError.conflict(
                     "the state in \(directory) has layout \(meta.schema), this sksteer uses \(Layout.schemaVersion);"

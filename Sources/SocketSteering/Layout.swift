@@ -59,13 +59,21 @@ public enum Layout {
 
     /// Counters per destination (per CPU): lookups, misses, then assign errors by kind.
     enum DestinationCounter: Int, CaseIterable {
-        case lookups = 0, misses, errorExists, errorSocketState, errorProtocol, errorFamily, errorOther
+        case lookups = 0
+        case misses
+        case errorExists
+        case errorSocketState
+        case errorProtocol
+        case errorFamily
+        case errorOther
         static let size = allCases.count * 8
     }
 
     /// Counters per binding (shared, atomically added): lookups, misses, errors.
     enum BindingCounter: Int, CaseIterable {
-        case lookups = 0, misses, errors
+        case lookups = 0
+        case misses
+        case errors
         static let size = allCases.count * 8
     }
 

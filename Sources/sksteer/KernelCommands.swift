@@ -27,6 +27,7 @@ func printTable(_ header: [String], _ rows: [[String]]) {
 }
 
 /// Turns library errors into one clear line.
+@discardableResult
 func kernel<T>(_ body: () throws -> T) throws -> T {
     do {
         return try body()

@@ -1,13 +1,19 @@
 import ArgumentParser
+import BPF
 import BPFAssembly
 import Foundation
+import SocketSteering
 
 @main
 struct SKSteer: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "sksteer",
         abstract: "Programmable socket lookup (BPF SK_LOOKUP) for Linux.",
-        subcommands: [Doctor.self, Prog.self, LinkCommand.self, Disasm.self, Asm.self]
+        subcommands: [
+            DemoCommand.self, Load.self, Unload.self, Upgrade.self, Version.self, Bind.self, Unbind.self,
+            Bindings.self, Plan.self, Apply.self, Register.self, RegisterPID.self, Unregister.self, Status.self,
+            Explain.self, Metrics.self, Doctor.self, Prog.self, LinkCommand.self, Disasm.self, Asm.self,
+        ]
     )
 }
 
@@ -30,6 +36,12 @@ func reporting(_ body: () throws -> Void) throws {
     do {
         try body()
     } catch let error as ToolError {
+        FileHandle.standardError.write(Data("sksteer: \(error.description)\n".utf8))
+        throw ExitCode.failure
+    } catch let error as BPFError {
+        FileHandle.standardError.write(Data("sksteer: \(error.description)\n".utf8))
+        throw ExitCode.failure
+    } catch let error as SteeringError {
         FileHandle.standardError.write(Data("sksteer: \(error.description)\n".utf8))
         throw ExitCode.failure
     }

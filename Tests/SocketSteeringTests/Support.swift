@@ -1,4 +1,5 @@
 import BPF
+import Foundation
 import KernelTestSupport
 import SocketSteering
 
@@ -64,4 +65,36 @@ final class Fixture {
 
 func binding(_ label: String, _ proto: String, _ prefix: String, _ ports: String) -> Binding {
     try! Binding(label: label, protocol: proto, prefix: prefix, ports: ports)
+}
+
+/// The sksteer executable built beside the tests.
+func sksteerExecutable() -> URL? {
+    let directory = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+    for candidate in [directory, directory.deletingLastPathComponent()] {
+        let url = candidate.appendingPathComponent("sksteer")
+        if FileManager.default.isExecutableFile(atPath: url.path) { return url }
+    }
+    return nil
+}
+
+/// Starts a process inside the namespace (a child inherits the namespace of the thread
+/// that starts it). Its standard output is returned as a pipe.
+func spawn(in namespace: NetworkNamespace, _ executable: URL, _ arguments: [String]) throws -> (Process, Pipe) {
+    let process = Process()
+    process.executableURL = executable
+    process.arguments = arguments
+    let output = Pipe()
+    process.standardOutput = output
+    process.standardError = FileHandle.nullDevice
+    process.standardInput = FileHandle.nullDevice
+    try namespace.run { try process.run() }
+    return (process, output)
+}
+
+extension Fixture {
+    /// `sksteer ARGS --bpffs … ` run as its own process inside the namespace.
+    func sksteer(_ arguments: [String]) throws -> (Process, Pipe) {
+        guard let executable = sksteerExecutable() else { throw SteeringError.notLoaded("sksteer is not built") }
+        return try spawn(in: namespace, executable, arguments + ["--bpffs", bpffs.path])
+    }
 }

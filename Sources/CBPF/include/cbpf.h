@@ -81,6 +81,9 @@ long cbpf_socket_cookie(int fd, uint64_t *cookie);
 long cbpf_getsockopt_int(int fd, int level, int name, int *value);
 long cbpf_set_timeouts(int fd, uint32_t milliseconds);
 long cbpf_close(int fd);
+// Lists the sockets of one family and protocol in the calling thread's network namespace
+// (NETLINK_SOCK_DIAG): fills cookies and inodes, returns how many (at most max).
+long cbpf_sock_diag(int family, int protocol, uint64_t *cookies, uint64_t *inodes, uint32_t max);
 long cbpf_errno_name(int err, char *buf, size_t len);
 
 #ifdef __cplusplus

@@ -1,0 +1,106 @@
+import BPF
+import FoundationEssentials
+
+/// The declarative file of `apply` and `plan`: the whole set of bindings.
+///
+/// Either JSON, `{"bindings": [{"label": "web", "protocol": "tcp", "prefix": "127.0.0.1",
+/// "ports": "80"}]}` (unknown fields are refused), or lines of `LABEL PROTO PREFIX PORTS`,
+/// with `#` comments:
+///
+/// ```
+/// # label  protocol  prefix        ports
+/// proxy    tcp       127.0.0.0/24  *
+/// web      tcp       127.0.0.1     80
+/// api      tcp       127.0.0.2     5000-5099
+/// ```
+public enum BindingFile {
+    /// Parses the text of a binding file; errors name the line (or JSON entry).
+    public static func parse(_ text: String) throws(SteeringError) -> [Binding] {
+        let trimmed = text.drop { $0 == " " || $0 == "\n" || $0 == "\t" || $0 == "\r" }
+        if trimmed.first == "{" { return try parseJSON(String(trimmed)) }
+        var bindings: [Binding] = []
+        for (index, raw) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+            let line = raw.split(separator: "#", maxSplits: 1, omittingEmptySubsequences: false).first ?? ""
+            let fields = line.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "\r" }).map(String.init)
+            if fields.isEmpty { continue }
+            guard fields.count == 4 else {
+                throw .invalidInput(
+                    "line \(index + 1): expected LABEL PROTO PREFIX PORTS, found \(fields.count) fields")
+            }
+            do {
+                bindings.append(try Binding(label: fields[0], protocol: fields[1], prefix: fields[2], ports: fields[3]))
+            } catch {
+                throw .invalidInput("line \(index + 1): \(error)")
+            }
+        }
+        return bindings
+    }
+
+    static func parseJSON(_ text: String) throws(SteeringError) -> [Binding] {
+        do {
+            return try JSONDecoder().decode(File.self, from: Data(text.utf8)).bindings
+        } catch let error as SteeringError {
+            throw error
+        } catch DecodingError.dataCorrupted(let context) {
+            throw .invalidInput(
+                "not valid JSON: \(context.underlyingError.map { "\($0)" } ?? context.debugDescription)")
+        } catch DecodingError.keyNotFound(let key, let context) {
+            throw .invalidInput("\(path(context.codingPath)): \"\(key.stringValue)\" is missing")
+        } catch DecodingError.typeMismatch(_, let context), DecodingError.valueNotFound(_, let context) {
+            throw .invalidInput("\(path(context.codingPath)): \(context.debugDescription)")
+        } catch {
+            throw .invalidInput("\(error)")
+        }
+    }
+
+    static func path(_ codingPath: [any CodingKey]) -> String {
+        codingPath.map { $0.intValue.map { "[\($0)]" } ?? ".\($0.stringValue)" }.joined().drop { $0 == "." }.description
+    }
+
+    /// `{"bindings": [...]}`, refusing unknown fields at both levels.
+    struct File: Decodable {
+        var bindings: [Binding]
+
+        struct AnyKey: CodingKey {
+            var stringValue: String
+            var intValue: Int?
+            init(stringValue: String) { self.stringValue = stringValue }
+            init?(intValue: Int) { nil }
+        }
+
+        init(from decoder: any Decoder) throws {
+            let keys = try decoder.container(keyedBy: AnyKey.self)
+            for key in keys.allKeys where key.stringValue != "bindings" {
+                throw SteeringError.invalidInput(
+                    "unknown field \"\(key.stringValue)\" (a binding file has only \"bindings\")")
+            }
+            var list = try keys.nestedUnkeyedContainer(forKey: AnyKey(stringValue: "bindings"))
+            var bindings: [Binding] = []
+            while !list.isAtEnd {
+                let index = list.currentIndex
+                let entry = try list.nestedContainer(keyedBy: AnyKey.self)
+                for key in entry.allKeys where !["label", "protocol", "prefix", "ports"].contains(key.stringValue) {
+                    throw SteeringError.invalidInput("bindings[\(index)]: unknown field \"\(key.stringValue)\"")
+                }
+                func field(_ name: String) throws -> String {
+                    let key = AnyKey(stringValue: name)
+                    if name == "ports", let number = try? entry.decode(Int.self, forKey: key) { return "\(number)" }
+                    guard let text = try entry.decodeIfPresent(String.self, forKey: key) else {
+                        throw SteeringError.invalidInput("bindings[\(index)]: \"\(name)\" is missing")
+                    }
+                    return text
+                }
+                do {
+                    bindings.append(
+                        try Binding(
+                            label: field("label"), protocol: field("protocol"), prefix: field("prefix"),
+                            ports: field("ports")))
+                } catch let error as SteeringError {
+                    throw SteeringError.invalidInput(
+                        error.description.hasPrefix("bindings[") ? error.description : "bindings[\(index)]: \(error)")
+                }
+            }
+            self.bindings = bindings
+        }
+    }
+}

@@ -1,0 +1,81 @@
+import BPF
+
+extension DispatcherStatus {
+    /// The counters in Prometheus text format (version 0.0.4).
+    public func prometheusText(version: String) -> String {
+        var out = ""
+        func family(_ name: String, _ type: String, _ help: String, _ samples: [(String, UInt64)]) {
+            out += "# HELP \(name) \(help)\n# TYPE \(name) \(type)\n"
+            for (labels, value) in samples { out += "\(name)\(labels) \(value)\n" }
+        }
+        func labels(_ pairs: [(String, String)]) -> String {
+            "{" + pairs.map { "\($0.0)=\"\(escape($0.1))\"" }.joined(separator: ",") + "}"
+        }
+        func bindingLabels(_ b: BindingStatus) -> String {
+            labels([
+                ("label", b.binding.label), ("protocol", b.binding.transport.rawValue),
+                ("prefix", b.binding.prefix.description), ("ports", b.binding.ports.description),
+            ])
+        }
+        func destinationLabels(_ d: DestinationStatus, _ extra: [(String, String)] = []) -> String {
+            labels(
+                [
+                    ("label", d.destination.label), ("family", d.destination.ipv6 ? "ipv6" : "ipv4"),
+                    ("protocol", d.destination.transport.rawValue),
+                ] + extra)
+        }
+        family(
+            "sksteer_binding_lookups_total", "counter", "Connections the binding matched.",
+            bindings.map { (bindingLabels($0), $0.lookups) })
+        family(
+            "sksteer_binding_misses_total", "counter",
+            "Connections the binding matched that found no socket (refused).",
+            bindings.map { (bindingLabels($0), $0.misses) })
+        family(
+            "sksteer_binding_errors_total", "counter",
+            "Connections the binding matched whose socket could not be assigned.",
+            bindings.map { (bindingLabels($0), $0.errors) })
+        family(
+            "sksteer_destination_lookups_total", "counter", "Connections steered to the destination.",
+            destinations.map { (destinationLabels($0), $0.lookups) })
+        family(
+            "sksteer_destination_misses_total", "counter", "Connections to the destination that found no socket.",
+            destinations.map { (destinationLabels($0), $0.misses) })
+        family(
+            "sksteer_destination_errors_total", "counter", "bpf_sk_assign failures by reason.",
+            destinations.flatMap { d in
+                d.errors.sorted { $0.key < $1.key }.map { (destinationLabels(d, [("reason", $0.key)]), $0.value) }
+            })
+        family(
+            "sksteer_destination_sockets", "gauge", "Live sockets registered for the destination.",
+            destinations.map { (destinationLabels($0), UInt64($0.sockets.count)) })
+        family(
+            "sksteer_bindings", "gauge", "Bindings per label and protocol.",
+            Dictionary(grouping: bindings) { "\($0.binding.label) \($0.binding.transport.rawValue)" }.sorted {
+                $0.key < $1.key
+            }
+            .map { key, group in
+                (
+                    labels([("label", group[0].binding.label), ("protocol", group[0].binding.transport.rawValue)]),
+                    UInt64(group.count)
+                )
+            })
+        family(
+            "sksteer_no_match_total", "counter", "Connections that matched no binding (normal lookup).", [("", noMatch)]
+        )
+        family("sksteer_build_info", "gauge", "The running sksteer.", [(labels([("version", version)]), 1)])
+        return out
+    }
+}
+
+private func escape(_ value: String) -> String {
+    value.replacingAll("\\", with: "\\\\").replacingAll("\"", with: "\\\"").replacingAll("\n", with: "\\n")
+}
+
+extension String {
+    fileprivate func replacingAll(_ target: Character, with replacement: String) -> String {
+        var out = ""
+        for character in self { if character == target { out += replacement } else { out.append(character) } }
+        return out
+    }
+}

@@ -1,0 +1,78 @@
+import BPF
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+extension Dispatcher {
+    /// Registers the socket of process `pid` that serves `transport` on `address:port`: a
+    /// listening TCP or unconnected UDP socket bound exactly there. For an SO_REUSEPORT group
+    /// the first socket is registered; the kernel spreads connections over the group.
+    @discardableResult
+    public func register(
+        fromProcess pid: Int32, label: String, transport: Socket.Transport, address: IPAddress, port: UInt16
+    ) throws -> [Registration] {
+        try requireWritable()
+        var seen: [String] = []
+        for (number, descriptor) in try descriptors(ofProcess: pid) {
+            guard let facts = try? Socket.facts(of: descriptor), let kind = facts.transport else { continue }
+            let local = facts.local.map { "\($0)" } ?? "?"
+            seen.append("fd \(number): \(kind) \(local)\(facts.listening ? " listening" : "")")
+            guard kind == transport, let endpoint = facts.local, endpoint.port == port,
+                endpoint.address == address || endpoint.address.mappedToIPv6 == address.mappedToIPv6
+            else { continue }
+            if transport == .tcp && !facts.listening { continue }
+            if transport == .udp && facts.connected { continue }
+            let socket = Socket(adopting: descriptor, transport: kind, family: facts.family)
+            return try register(socket, label: label)
+        }
+        throw SteeringError.unsuitableSocket(
+            "process \(pid) has no \(transport == .tcp ? "listening TCP" : "unconnected UDP") socket bound to"
+                + " \(Endpoint(address, port))"
+                + (seen.isEmpty ? " (it has no sockets)" : "; it has: " + seen.joined(separator: ", ")))
+    }
+
+    /// Registers the sockets systemd passed by socket activation (`LISTEN_FDS`, from fd 3;
+    /// `LISTEN_PID` must be this process when set; `LISTEN_FDNAMES` names them).
+    ///
+    /// - Parameter name: register only the descriptors with this `LISTEN_FDNAMES` name.
+    @discardableResult
+    public func registerActivatedSockets(
+        label: String, name: String? = nil, environment: [String: String]
+    ) throws -> [Registration] {
+        try requireWritable()
+        guard let countText = environment["LISTEN_FDS"], let count = Int32(countText), count > 0 else {
+            throw SteeringError.invalidInput(
+                "LISTEN_FDS is not set: run this from a systemd unit with sockets (socket activation)")
+        }
+        if let pid = environment["LISTEN_PID"], Int32(pid) != getpid() {
+            throw SteeringError.invalidInput(
+                "LISTEN_PID is \(pid), not this process (\(getpid())): the sockets are not meant for it")
+        }
+        let names =
+            environment["LISTEN_FDNAMES"]?.split(separator: ":", omittingEmptySubsequences: false).map(String.init)
+            ?? []
+        var result: [Registration] = []
+        for index in 0..<count {
+            let fdName = index < names.count ? names[Int(index)] : "unknown"
+            if let name, fdName != name { continue }
+            // Borrow the descriptor: it stays open for the service.
+            let copy = dup(3 + index)
+            guard copy >= 0 else {
+                throw SteeringError.invalidInput("descriptor \(3 + index) from LISTEN_FDS is not open")
+            }
+            let descriptor = OwnedFileDescriptor(adopting: copy)
+            let facts = try Socket.facts(of: descriptor)
+            guard let transport = facts.transport else {
+                throw SteeringError.unsuitableSocket("descriptor \(3 + index) (\(fdName)) is not a TCP or UDP socket")
+            }
+            result += try register(
+                Socket(adopting: descriptor, transport: transport, family: facts.family), label: label)
+        }
+        if result.isEmpty, let name {
+            throw SteeringError.invalidInput(
+                "no descriptor is named '\(name)' in LISTEN_FDNAMES (\(names.joined(separator: ":")))")
+        }
+        return result
+    }
+}

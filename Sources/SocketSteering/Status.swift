@@ -1,0 +1,213 @@
+import BPF
+import SKLookup
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// A binding with its counters.
+public struct BindingStatus: Sendable, Codable, Equatable {
+    public var binding: Binding
+    public var id: UInt32
+    /// Connections this binding matched.
+    public var lookups: UInt64
+    /// Of those, how many found no socket (and were refused).
+    public var misses: UInt64
+    /// Of those, how many failed to be assigned (see the destination's errors).
+    public var errors: UInt64
+}
+
+/// A destination with its sockets and counters.
+public struct DestinationStatus: Sendable, Codable, Equatable {
+    public struct SocketEntry: Sendable, Codable, Equatable {
+        public var slot: Int
+        public var cookie: UInt64
+        /// Processes that hold the socket, where they could be found.
+        public var owners: [Int32]
+    }
+    public var destination: Dispatcher.Destination
+    public var sockets: [SocketEntry]
+    public var bindings: Int
+    public var lookups: UInt64
+    public var misses: UInt64
+    /// Assign errors by kind: `exists`, `socket-state`, `protocol`, `family`, `other`.
+    public var errors: [String: UInt64]
+}
+
+/// Everything `sksteer status` shows.
+public struct DispatcherStatus: Sendable, Codable, Equatable {
+    public var namespace: String
+    public var directory: String
+    public var schema: UInt32
+    public var generation: UInt32
+    public var maxBindings: UInt32
+    public var programID: UInt32?
+    public var linkID: UInt32?
+    public var bindings: [BindingStatus]
+    public var destinations: [DestinationStatus]
+    /// Connections that matched no binding (the kernel's normal lookup took them).
+    public var noMatch: UInt64
+}
+
+extension Dispatcher {
+    /// Bindings, destinations, sockets and counters.
+    public func status(findOwners: Bool = true) throws -> DispatcherStatus {
+        let meta = try maps.readMeta()
+        let numbered = try numberedBindings()
+        let names = try labelNames()
+        var bindings: [BindingStatus] = []
+        let metrics = maps.dataPlane.bindingMetrics
+        for entry in numbered {
+            let counters = try metrics.lookup(rawBytes(of: entry.id)) ?? []
+            func counter(_ c: Layout.BindingCounter) -> UInt64 {
+                counters.count >= (c.rawValue + 1) * 8
+                    ? value(UInt64.self, from: counters[(c.rawValue * 8)..<(c.rawValue * 8 + 8)]) : 0
+            }
+            bindings.append(
+                BindingStatus(
+                    binding: entry.binding, id: entry.id, lookups: counter(.lookups), misses: counter(.misses),
+                    errors: counter(.errors)))
+        }
+        let order = numbered.map(\.binding).sortedByPrecedence()
+        let position = Dictionary(order.enumerated().map { ($0.element, $0.offset) }, uniquingKeysWith: { a, _ in a })
+        bindings.sort { position[$0.binding]! < position[$1.binding]! }
+
+        let owners = findOwners ? socketOwners() : [:]
+        var destinations: [DestinationStatus] = []
+        for (labelID, label) in names.sorted(by: { $0.value < $1.value }) {
+            for transport in Socket.Transport.allCases {
+                for ipv6 in [false, true] {
+                    let destination = Layout.destination(label: labelID, transport: transport, ipv6: ipv6)
+                    let live = try sockets(destination: destination)
+                    let bound = numbered.filter { $0.label == labelID && $0.binding.transport == transport }
+                    let counters = try destinationCounters(destination)
+                    let boundHere = bound.contains { $0.binding.prefix.address.isIPv4 != ipv6 }
+                    if live.isEmpty && !boundHere && counters.allSatisfy({ $0 == 0 }) { continue }
+                    destinations.append(
+                        DestinationStatus(
+                            destination: Destination(label: label, transport: transport, ipv6: ipv6),
+                            sockets: live.map {
+                                .init(slot: $0.slot, cookie: $0.cookie, owners: owners[$0.cookie] ?? [])
+                            },
+                            bindings: bound.count, lookups: counters[0], misses: counters[1],
+                            errors: [
+                                "exists": counters[2], "socket-state": counters[3], "protocol": counters[4],
+                                "family": counters[5], "other": counters[6],
+                            ]))
+                }
+            }
+        }
+        let global = try maps.dataPlane.globalMetrics.lookup(rawBytes(of: UInt32(0))) ?? []
+        var noMatch: UInt64 = 0
+        for cpu in 0..<possibleCPUCount where global.count >= (cpu + 1) * 8 {
+            noMatch += value(UInt64.self, from: global[(cpu * 8)..<(cpu * 8 + 8)])
+        }
+        let link = try? Link.openPinned(at: "\(directory)/link").info()
+        return DispatcherStatus(
+            namespace: namespace.path, directory: directory, schema: meta.schema, generation: meta.generation,
+            maxBindings: meta.maxBindings, programID: link?.programID, linkID: link?.id, bindings: bindings,
+            destinations: destinations, noMatch: noMatch)
+    }
+
+    /// A destination's counters summed over CPUs, in ``Layout/DestinationCounter`` order.
+    func destinationCounters(_ destination: UInt32) throws -> [UInt64] {
+        let bytes = try maps.dataPlane.destinationMetrics.lookup(rawBytes(of: destination)) ?? []
+        var sums = [UInt64](repeating: 0, count: Layout.DestinationCounter.allCases.count)
+        let stride = Layout.DestinationCounter.size
+        for cpu in 0..<possibleCPUCount where bytes.count >= (cpu + 1) * stride {
+            for index in sums.indices {
+                let start = cpu * stride + index * 8
+                sums[index] += value(UInt64.self, from: bytes[start..<start + 8])
+            }
+        }
+        return sums
+    }
+
+    /// Which processes hold which sockets, by cookie: the kernel's socket diagnostics give
+    /// each socket's cookie and inode; `/proc/*/fd` gives the inodes each process holds.
+    func socketOwners() -> [UInt64: [Int32]] {
+        guard let cookies = try? namespace.run({ try socketInodesByCookie() }) else { return [:] }
+        let inodes = Dictionary(cookies.map { ($0.value, $0.key) }, uniquingKeysWith: { a, _ in a })
+        var owners: [UInt64: [Int32]] = [:]
+        guard let proc = opendir("/proc") else { return [:] }
+        defer { closedir(proc) }
+        while let entry = readdir(proc) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) {
+                String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self)
+            }
+            guard let pid = Int32(name), let fds = opendir("/proc/\(pid)/fd") else { continue }
+            var found = Set<UInt64>()
+            while let fd = readdir(fds) {
+                let fdName = withUnsafeBytes(of: fd.pointee.d_name) {
+                    String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self)
+                }
+                var buffer = [CChar](repeating: 0, count: 64)
+                let length = readlink("/proc/\(pid)/fd/\(fdName)", &buffer, buffer.count - 1)
+                guard length > 0 else { continue }
+                let target = String(decoding: buffer.prefix(length).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+                guard target.hasPrefix("socket:["), let inode = UInt64(target.dropFirst(8).dropLast()),
+                    let cookie = inodes[inode]
+                else { continue }
+                found.insert(cookie)
+            }
+            closedir(fds)
+            for cookie in found { owners[cookie, default: []].append(pid) }
+        }
+        return owners.mapValues { $0.sorted() }
+    }
+
+    // MARK: Explain
+
+    /// Which binding matches a connection, and which socket the live program picks for it.
+    public struct Explanation: Sendable, Codable, Equatable {
+        public var connection: String
+        /// The binding that wins by the precedence rules, worked out in user space.
+        public var binding: Binding?
+        /// What the kernel's test run of the loaded program decided.
+        public var verdict: String
+        /// The socket it selected (`sk:0x…`), if any.
+        public var socket: String?
+        /// The destination and slot of that socket.
+        public var destination: Dispatcher.Destination?
+        public var slot: Int?
+        /// What happens to the connection, in words.
+        public var outcome: String
+    }
+
+    /// Explains the fate of a connection to `address:port` (from `from`), asking the loaded
+    /// program through the kernel's test run, so the answer is the kernel's.
+    public func explain(_ transport: Socket.Transport, _ address: IPAddress, _ port: UInt16, from: Endpoint? = nil)
+        throws -> Explanation
+    {
+        let numbered = try numberedBindings()
+        let winner = numbered.map(\.binding).winner(for: transport, address, port)
+        let program = try Program.openPinned(at: "\(directory)/program")
+        let connection = Connection(transport, to: Endpoint(address, port), from: from)
+        let result = try program.testRun(connection)
+        var explanation = Explanation(
+            connection: connection.description, binding: winner,
+            verdict: result.verdict?.description ?? "\(result.returnValue)",
+            socket: result.selectedCookie.map(hexCookie), destination: nil, slot: nil, outcome: "")
+        if let cookie = result.selectedCookie, let winner, let labelID = try labelID(winner.label, create: false) {
+            let destination = Layout.destination(label: labelID, transport: transport, ipv6: !address.isIPv4)
+            if let slot = try sockets(destination: destination).first(where: { $0.cookie == cookie })?.slot {
+                explanation.destination = Destination(label: winner.label, transport: transport, ipv6: !address.isIPv4)
+                explanation.slot = slot
+            }
+        }
+        switch (result.verdict, result.selectedCookie, winner) {
+        case (.pass?, let cookie?, _):
+            explanation.outcome =
+                "delivered to socket \(hexCookie(cookie))"
+                + (explanation.destination.map { " of \($0), slot \(explanation.slot ?? 0)" } ?? "")
+        case (.pass?, nil, nil):
+            explanation.outcome = "no binding matches: the kernel's normal socket lookup decides"
+        case (.drop?, _, let winner?):
+            explanation.outcome =
+                "refused: \(winner.label) has no usable \(address.isIPv4 ? "ipv4" : "ipv6") \(transport) socket"
+        default:
+            explanation.outcome = "the program returned \(explanation.verdict)"
+        }
+        return explanation
+    }
+}

@@ -1,0 +1,471 @@
+import ArgumentParser
+import BPF
+import Foundation
+import Logging
+import SocketSteering
+
+/// The version this build reports.
+let sksteerVersion = "0.1.0"
+
+/// `--netns` and `--bpffs`, accepted by every dispatcher command after its name.
+struct StateOptions: ParsableArguments {
+    @Option(help: "The network namespace: a path like /proc/PID/ns/net or /run/netns/NAME.")
+    var netns = "/proc/self/ns/net"
+
+    @Option(help: "The bpf filesystem that holds the dispatcher's state.")
+    var bpffs = "/sys/fs/bpf"
+
+    @Flag(name: .shortAndLong, help: "Log what is done, to standard error.")
+    var verbose = false
+
+    func namespace() throws -> NetworkNamespace { try kernel { try NetworkNamespace.open(path: netns) } }
+
+    func logger() -> Logger {
+        var logger = Logger(label: "sksteer", factory: { StreamLogHandler.standardError(label: $0) })
+        logger.logLevel = verbose ? .debug : .warning
+        return logger
+    }
+
+    func open(readOnly: Bool = false) throws -> Dispatcher {
+        try steering { try Dispatcher.open(namespace: namespace(), bpffs: bpffs, readOnly: readOnly, logger: logger()) }
+    }
+}
+
+/// Turns dispatcher and kernel errors into one line.
+@discardableResult
+func steering<T>(_ body: () throws -> T) throws -> T {
+    do {
+        return try kernel(body)
+    } catch let error as SteeringError {
+        throw ToolError(error.description)
+    }
+}
+
+struct Load: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Load the dispatcher into a network namespace (already loaded counts as success).")
+    @OptionGroup var state: StateOptions
+    @Option(help: "The most bindings the dispatcher can hold.")
+    var maxBindings = 1 << 20
+    @Flag(help: "Mount a bpf filesystem at --bpffs first if none is mounted there.")
+    var mount = false
+
+    func run() throws {
+        try reporting {
+            if mount && !BPFFileSystem.isMounted(at: state.bpffs) {
+                try kernel { try BPFFileSystem.mount(at: state.bpffs) }
+            }
+            let dispatcher = try steering {
+                try Dispatcher.load(
+                    namespace: state.namespace(), bpffs: state.bpffs, maxBindings: maxBindings, logger: state.logger())
+            }
+            print("loaded: \(dispatcher.directory)")
+        }
+    }
+}
+
+struct Unload: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Detach the dispatcher and remove its state (registered sockets stay open).")
+    @OptionGroup var state: StateOptions
+    func run() throws {
+        try reporting {
+            try steering { try Dispatcher.unload(namespace: state.namespace(), bpffs: state.bpffs) }
+            print("unloaded")
+        }
+    }
+}
+
+struct Upgrade: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Swap in this sksteer's program without dropping a connection, migrating older state.")
+    @OptionGroup var state: StateOptions
+    @Option(help: "Output format: text or json.") var format: OutputFormat = .text
+    func run() throws {
+        try reporting {
+            let result = try steering {
+                try Dispatcher.upgrade(namespace: state.namespace(), bpffs: state.bpffs, logger: state.logger())
+            }
+            if format == .json { return try printJSON(result) }
+            print(
+                "program #\(result.previousProgramID) (tag \(result.previousTag)) → #\(result.programID) (tag \(result.tag))"
+            )
+            if let from = result.migratedFrom { print("migrated the state from layout \(from)") }
+        }
+    }
+}
+
+struct Version: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Print the version.")
+    @Option(help: "Output format: text or json.") var format: OutputFormat = .text
+    func run() throws {
+        if format == .json {
+            return try printJSON(["version": sksteerVersion, "layout": "\(Layout.schemaVersion)"])
+        }
+        print("sksteer \(sksteerVersion) (state layout \(Layout.schemaVersion))")
+    }
+}
+
+/// `LABEL PROTO PREFIX PORTS`.
+struct BindingArguments: ParsableArguments {
+    @Argument(help: "The label of the destination.") var label: String
+    @Argument(help: "tcp or udp.") var proto: String
+    @Argument(help: "An address or CIDR prefix (127.0.0.1, 10.0.0.0/8, 2001:db8::/32).") var prefix: String
+    @Argument(help: "A port (80), a range (8000-8999) or * for all ports.") var ports: String
+
+    func binding() throws -> Binding {
+        try steering { try Binding(label: label, protocol: proto, prefix: prefix, ports: ports) }
+    }
+}
+
+struct Bind: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Send a protocol, prefix and ports to a label.")
+    @OptionGroup var state: StateOptions
+    @OptionGroup var arguments: BindingArguments
+    func run() throws {
+        try reporting {
+            let binding = try arguments.binding()
+            let change = try steering { try state.open().bind(binding) }
+            print(change == .unchanged ? "already bound: \(binding)" : "bound: \(binding)")
+        }
+    }
+}
+
+struct Unbind: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Remove a binding (same arguments as bind).")
+    @OptionGroup var state: StateOptions
+    @OptionGroup var arguments: BindingArguments
+    func run() throws {
+        try reporting {
+            let binding = try arguments.binding()
+            try steering { try state.open().unbind(binding) }
+            print("unbound: \(binding)")
+        }
+    }
+}
+
+struct Bindings: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "List the bindings that match, most specific first.",
+        discussion: "With an address or prefix, bindings that overlap it; with a port, bindings that cover it.")
+    @OptionGroup var state: StateOptions
+    @Argument(help: "tcp, udp or any.") var proto: String?
+    @Argument(help: "An address or prefix.") var prefix: String?
+    @Argument(help: "A port.") var port: UInt16?
+    @Option(help: "Output format: text or json.") var format: OutputFormat = .text
+
+    func run() throws {
+        try reporting {
+            var transport: Socket.Transport?
+            if let proto, proto != "any" {
+                guard let t = Socket.Transport(rawValue: proto) else {
+                    throw ToolError("protocol '\(proto)' is not tcp, udp or any")
+                }
+                transport = t
+            }
+            var filter: IPPrefix?
+            if let prefix {
+                guard let p = IPPrefix(prefix) else { throw ToolError("'\(prefix)' is not an address or prefix") }
+                filter = p
+            }
+            let status = try steering { try state.open(readOnly: true).status(findOwners: false) }
+            let rows = status.bindings.filter { entry in
+                let b = entry.binding
+                if let transport, b.transport != transport { return false }
+                if let port, !b.ports.contains(port) { return false }
+                if let filter {
+                    let mine = IPPrefix(
+                        b.prefix.address.mappedToIPv6,
+                        length: b.prefix.address.isIPv4 ? 96 + b.prefix.length : b.prefix.length)!
+                    let theirs = IPPrefix(
+                        filter.address.mappedToIPv6, length: filter.address.isIPv4 ? 96 + filter.length : filter.length)!
+                    if !mine.contains(theirs.address) && !theirs.contains(mine.address) { return false }
+                }
+                return true
+            }
+            if format == .json { return try printJSON(rows) }
+            printTable(
+                ["PROTOCOL", "PREFIX", "PORTS", "LABEL", "LOOKUPS", "MISSES", "ERRORS"],
+                rows.map {
+                    [
+                        $0.binding.transport.rawValue, $0.binding.prefix.description, $0.binding.ports.description,
+                        $0.binding.label, "\($0.lookups)", "\($0.misses)", "\($0.errors)",
+                    ]
+                })
+        }
+    }
+}
+
+struct FileArgument: ParsableArguments {
+    @Argument(help: "The binding file: JSON {\"bindings\": [...]} or lines of LABEL PROTO PREFIX PORTS.")
+    var file: String
+
+    func bindings() throws -> [Binding] {
+        let data = try readFile(file)
+        guard let text = String(data: data, encoding: .utf8) else { throw ToolError("\(file): not UTF-8 text") }
+        do {
+            return try BindingFile.parse(text)
+        } catch {
+            throw ToolError("\(file): \(error)")
+        }
+    }
+}
+
+func printPlan(_ plan: Dispatcher.Plan, applied: Bool) {
+    for binding in plan.removed { print("- \(binding)") }
+    for binding in plan.added { print("+ \(binding)") }
+    let verb = applied ? "applied" : "would apply"
+    print("\(verb): \(plan.added.count) added, \(plan.removed.count) removed, \(plan.unchanged) unchanged")
+}
+
+struct Plan: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Show what apply would change.")
+    @OptionGroup var state: StateOptions
+    @OptionGroup var input: FileArgument
+    @Option(help: "Output format: text or json.") var format: OutputFormat = .text
+    func run() throws {
+        try reporting {
+            let bindings = try input.bindings()
+            let plan = try steering { try state.open(readOnly: true).plan(bindings) }
+            if format == .json { return try printJSON(plan) }
+            printPlan(plan, applied: false)
+        }
+    }
+}
+
+struct Apply: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Make the bindings exactly those of a file, atomically.",
+        discussion:
+            "The new rule set is built beside the old one and swapped in with one update: every connection sees the old rules or the new ones, and an apply that stops early leaves the old rules in force."
+    )
+    @OptionGroup var state: StateOptions
+    @OptionGroup var input: FileArgument
+    @Option(help: "Output format: text or json.") var format: OutputFormat = .text
+    func run() throws {
+        try reporting {
+            let bindings = try input.bindings()
+            let plan = try steering { try state.open().apply(bindings) }
+            if format == .json { return try printJSON(plan) }
+            printPlan(plan, applied: true)
+        }
+    }
+}
+
+func printRegistrations(_ registrations: [Dispatcher.Registration]) {
+    for registration in registrations { print(registration.description) }
+}
+
+struct Register: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Register the sockets systemd passed by socket activation (LISTEN_FDS) for a label.")
+    @OptionGroup var state: StateOptions
+    @Argument(help: "The label.") var label: String
+    @Option(help: "Only the descriptors with this name in LISTEN_FDNAMES.") var name: String?
+    func run() throws {
+        try reporting {
+            let registrations = try steering {
+                try state.open().registerActivatedSockets(
+                    label: label, name: name, environment: ProcessInfo.processInfo.environment)
+            }
+            printRegistrations(registrations)
+        }
+    }
+}
+
+struct RegisterPID: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "register-pid",
+        abstract: "Register the listening (TCP) or unconnected (UDP) socket a running process has on IP:PORT.")
+    @OptionGroup var state: StateOptions
+    @Argument(help: "The process id, or a file that holds it.") var pid: String
+    @Argument(help: "The label.") var label: String
+    @Argument(help: "tcp or udp.") var proto: String
+    @Argument(help: "The address the socket is bound to.") var ip: String
+    @Argument(help: "The port the socket is bound to.") var port: UInt16
+
+    func run() throws {
+        try reporting {
+            var pidText = pid
+            if Int32(pid) == nil, let data = FileManager.default.contents(atPath: pid),
+                let text = String(data: data, encoding: .utf8)
+            {
+                pidText = text.trimmingCharacters(in: .whitespacesAndNewlines)
+            }
+            guard let process = Int32(pidText) else { throw ToolError("'\(pid)' is not a process id or a pid file") }
+            guard let transport = Socket.Transport(rawValue: proto) else {
+                throw ToolError("protocol '\(proto)' is not tcp or udp")
+            }
+            guard let address = IPAddress(ip) else { throw ToolError("'\(ip)' is not an IP address") }
+            let registrations = try steering {
+                try state.open().register(
+                    fromProcess: process, label: label, transport: transport, address: address, port: port)
+            }
+            printRegistrations(registrations)
+        }
+    }
+}
+
+struct Unregister: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Remove every socket of a destination.")
+    @OptionGroup var state: StateOptions
+    @Argument(help: "The label.") var label: String
+    @Argument(help: "tcp or udp.") var proto: String
+    @Argument(help: "ipv4 or ipv6.") var family: String
+    func run() throws {
+        try reporting {
+            guard let transport = Socket.Transport(rawValue: proto) else {
+                throw ToolError("protocol '\(proto)' is not tcp or udp")
+            }
+            guard ["ipv4", "ipv6"].contains(family) else { throw ToolError("family '\(family)' is not ipv4 or ipv6") }
+            try steering { try state.open().unregister(label: label, transport: transport, ipv6: family == "ipv6") }
+            print("unregistered: \(label) \(family) \(transport)")
+        }
+    }
+}
+
+struct Status: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Show bindings, destinations, sockets and counters.")
+    @OptionGroup var state: StateOptions
+    @Argument(help: "Only this label.") var label: String?
+    @Option(help: "Output format: text or json.") var format: OutputFormat = .text
+    func run() throws {
+        try reporting {
+            var status = try steering { try state.open(readOnly: true).status() }
+            if let label {
+                status.bindings = status.bindings.filter { $0.binding.label == label }
+                status.destinations = status.destinations.filter { $0.destination.label == label }
+            }
+            if format == .json { return try printJSON(status) }
+            print(
+                "netns \(status.namespace), state \(status.directory) (layout \(status.schema), generation \(status.generation))"
+            )
+            print(
+                "program #\(status.programID.map(String.init) ?? "?"), link #\(status.linkID.map(String.init) ?? "?")\n"
+            )
+            print("Bindings (most specific first):")
+            printTable(
+                ["PROTOCOL", "PREFIX", "PORTS", "LABEL", "LOOKUPS", "MISSES", "ERRORS"],
+                status.bindings.map {
+                    [
+                        $0.binding.transport.rawValue, $0.binding.prefix.description, $0.binding.ports.description,
+                        $0.binding.label, "\($0.lookups)", "\($0.misses)", "\($0.errors)",
+                    ]
+                })
+            print("\nDestinations:")
+            printTable(
+                ["LABEL", "FAMILY", "PROTOCOL", "SOCKETS", "LOOKUPS", "MISSES", "ERRORS"],
+                status.destinations.map { d in
+                    let sockets = d.sockets.map { s in
+                        hexCookie(s.cookie)
+                            + (s.owners.isEmpty ? "" : " (pid \(s.owners.map(String.init).joined(separator: ",")))")
+                    }
+                    let errors = d.errors.filter { $0.value > 0 }.sorted { $0.key < $1.key }.map {
+                        "\($0.key)=\($0.value)"
+                    }
+                    return [
+                        d.destination.label, d.destination.ipv6 ? "ipv6" : "ipv4", d.destination.transport.rawValue,
+                        sockets.isEmpty ? "none" : sockets.joined(separator: " "), "\(d.lookups)", "\(d.misses)",
+                        errors.isEmpty ? "0" : errors.joined(separator: ","),
+                    ]
+                })
+            print("\nNo binding matched: \(status.noMatch)")
+        }
+    }
+}
+
+struct Explain: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Say which binding matches a connection and which socket the live program picks (kernel test run).")
+    @OptionGroup var state: StateOptions
+    @Argument(help: "tcp or udp.") var proto: String
+    @Argument(help: "The destination address.") var ip: String
+    @Argument(help: "The destination port.") var port: UInt16
+    @Option(help: "The source, IP:PORT.") var from: String?
+    @Option(help: "Output format: text or json.") var format: OutputFormat = .text
+
+    func run() throws {
+        try reporting {
+            guard let transport = Socket.Transport(rawValue: proto) else {
+                throw ToolError("protocol '\(proto)' is not tcp or udp")
+            }
+            guard let address = IPAddress(ip) else { throw ToolError("'\(ip)' is not an IP address") }
+            var source: Endpoint?
+            if let from {
+                guard let endpoint = Endpoint(from) else {
+                    throw ToolError("--from '\(from)' is not IP:PORT ([v6]:PORT)")
+                }
+                guard endpoint.address.isIPv4 == address.isIPv4 else {
+                    throw ToolError("--from must be of the same family")
+                }
+                source = endpoint
+            }
+            let explanation = try steering {
+                try state.open(readOnly: true).explain(transport, address, port, from: source)
+            }
+            if format == .json { return try printJSON(explanation) }
+            print("connection  \(explanation.connection)")
+            print("binding     \(explanation.binding.map(\.description) ?? "none")")
+            print(
+                "kernel      \(explanation.verdict)"
+                    + (explanation.socket.map { ", socket \($0)" } ?? ", no socket selected"))
+            print("outcome     \(explanation.outcome)")
+        }
+    }
+}
+
+struct Metrics: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Print the counters in Prometheus text format, or serve them over HTTP.")
+    @OptionGroup var state: StateOptions
+    @Option(help: "Serve GET /metrics on ADDR:PORT instead of printing once.") var listen: String?
+    @Option(help: .hidden) var maxRequests: Int?
+
+    func text() throws -> String {
+        try steering {
+            try state.open(readOnly: true).status(findOwners: false).prometheusText(version: sksteerVersion)
+        }
+    }
+
+    func run() throws {
+        try reporting {
+            guard let listen else { return print(try text(), terminator: "") }
+            guard let endpoint = Endpoint(listen) else { throw ToolError("--listen '\(listen)' is not ADDR:PORT") }
+            let server = try kernel { try Socket.bound(.tcp, endpoint.address, port: endpoint.port) }
+            FileHandle.standardError.write(Data("serving metrics on http://\(endpoint)/metrics\n".utf8))
+            var served = 0
+            while maxRequests.map({ served < $0 }) ?? true {
+                guard let connection = try? server.accept() else { continue }
+                served += 1
+                try? connection.setTimeout(milliseconds: 2000)
+                let request = String(decoding: (try? connection.receive(maximum: 4096)) ?? [], as: UTF8.self)
+                let path = request.split(separator: " ").dropFirst().first.map(String.init) ?? ""
+                let (code, body): (String, String)
+                if path == "/metrics" {
+                    do { (code, body) = ("200 OK", try text()) } catch {
+                        (code, body) = ("500 Internal Server Error", "\(error)\n")
+                    }
+                } else {
+                    (code, body) = ("404 Not Found", "try /metrics\n")
+                }
+                let response =
+                    "HTTP/1.1 \(code)\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n\(body)"
+                _ = try? connection.send(Array(response.utf8))
+            }
+        }
+    }
+}
+
+struct DemoCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "demo",
+        abstract: "Show the dispatcher at work in a throwaway namespace, with real connections; leaves nothing behind.")
+    func run() throws {
+        try reporting {
+            let report = try steering { try Demo.run { print($0) } }
+            let failed = report.rows.filter { !$0.ok }
+            if !failed.isEmpty { throw ToolError("\(failed.count) connection(s) did not land where expected") }
+            print("\nAll \(report.rows.count) connections landed where the bindings say.")
+        }
+    }
+}

@@ -1,0 +1,294 @@
+import BPF
+import Foundation
+import KernelTestSupport
+import Synchronization
+import Testing
+
+@testable import SocketSteering
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+@Suite(needsRoot)
+struct BehaviourTests {
+    /// Several sockets per label: connections spread over all of them; closing one loses
+    /// none of the others' traffic; a socket registered twice is a no-op.
+    @Test func severalSocketsPerLabel() throws {
+        try exclusively {
+            let f = try Fixture()
+            for index in 0..<4 { try f.serve("s\(index)", .tcp, .loopback4, UInt16(7600 + index), label: "pool") }
+            #expect(try f.dispatcher().register(f.servers[0].socket, label: "pool").allSatisfy(\.alreadyRegistered))
+            try f.bind("pool", "tcp", "127.0.0.10", "*")
+            var seen: [String: Int] = [:]
+            for port in UInt16(1000)..<1200 { seen[try f.land(.tcp, "127.0.0.10", port), default: 0] += 1 }
+            #expect(Set(seen.keys) == ["s0", "s1", "s2", "s3"], "\(seen)")
+            #expect(seen.values.allSatisfy { $0 >= 20 }, "\(seen)")
+            // Close s1 (stop it and drop the last reference to its socket): its share moves to
+            // the others; nothing is refused.
+            f.servers.removeAll { $0.name == "s1" }
+            var after: [String: Int] = [:]
+            for port in UInt16(1000)..<1200 { after[try f.land(.tcp, "127.0.0.10", port), default: 0] += 1 }
+            #expect(Set(after.keys) == ["s0", "s2", "s3"], "\(after)")
+            // Connections that went to a live socket before still go to it.
+            let status = try f.dispatcher(readOnly: true).status()
+            #expect(status.destinations.first { $0.destination.label == "pool" }?.sockets.count == 3)
+        }
+    }
+
+    /// The counters count exactly the connections made.
+    @Test func metricsCountExactlyWhatWasSent() throws {
+        try exclusively {
+            let f = try Fixture()
+            try f.serve("web", .tcp, .loopback4, 7700, label: "web")
+            try f.bind("web", "tcp", "127.0.0.1", "80")
+            try f.bind("gone", "tcp", "127.0.0.1", "81")
+            for _ in 0..<5 { #expect(try f.land(.tcp, "127.0.0.1", 80) == "web") }
+            for _ in 0..<3 { #expect(try f.land(.tcp, "127.0.0.1", 81) == "refused") }
+            for _ in 0..<2 { #expect(try f.land(.tcp, "127.0.0.1", 82) == "refused") }
+            let status = try f.dispatcher(readOnly: true).status()
+            let web = status.bindings.first { $0.binding.label == "web" }!
+            let gone = status.bindings.first { $0.binding.label == "gone" }!
+            #expect((web.lookups, web.misses, web.errors) == (5, 0, 0))
+            #expect((gone.lookups, gone.misses) == (3, 3))
+            #expect(status.noMatch == 2)
+            let destination = status.destinations.first { $0.destination.label == "web" && !$0.destination.ipv6 }!
+            #expect((destination.lookups, destination.misses) == (5, 0))
+            let text = status.prometheusText(version: "test")
+            #expect(
+                text.contains(
+                    #"sksteer_binding_lookups_total{label="web",protocol="tcp",prefix="127.0.0.1/32",ports="80"} 5"#))
+            #expect(
+                text.contains(
+                    #"sksteer_binding_misses_total{label="gone",protocol="tcp",prefix="127.0.0.1/32",ports="81"} 3"#))
+            #expect(text.contains("sksteer_no_match_total 2"))
+            #expect(text.contains(#"sksteer_destination_sockets{label="web",family="ipv4",protocol="tcp"} 1"#))
+            // A test run (explain) is not counted.
+            let explanation = try f.dispatcher(readOnly: true).explain(.tcp, .loopback4, 80)
+            #expect(explanation.binding?.label == "web")
+            #expect(explanation.destination?.label == "web")
+            #expect(
+                try f.dispatcher(readOnly: true).status().bindings.first { $0.binding.label == "web" }?.lookups == 5)
+            let refused = try f.dispatcher(readOnly: true).explain(.tcp, .loopback4, 81)
+            #expect(refused.verdict == "SK_DROP")
+            let none = try f.dispatcher(readOnly: true).explain(.udp, .loopback4, 81)
+            #expect(none.binding == nil && none.verdict == "SK_PASS" && none.socket == nil)
+        }
+    }
+
+    /// Upgrade under load: a client connecting in a loop sees no failure across 100 upgrades;
+    /// bindings, sockets and counters survive.
+    @Test func upgradeUnderLoadDropsNothing() throws {
+        try exclusively {
+            let f = try Fixture()
+            try f.serve("web", .tcp, .loopback4, 7800, label: "web")
+            try f.bind("web", "tcp", "127.0.0.1", "80")
+            let outcome = try underLoad(f, expecting: ["web"], address: "127.0.0.1", port: 80) {
+                for _ in 0..<100 { _ = try Dispatcher.upgrade(namespace: f.namespace, bpffs: f.bpffs.path) }
+            }
+            #expect(outcome.failures.isEmpty, "\(outcome.failures.prefix(3))")
+            #expect(outcome.successes > 50)
+            #expect(try f.dispatcher(readOnly: true).bindings() == [binding("web", "tcp", "127.0.0.1", "80")])
+            #expect(try f.dispatcher(readOnly: true).status().bindings[0].lookups >= UInt64(outcome.successes))
+        }
+    }
+
+    /// State of an older layout is migrated by upgrade, and refused for changes before that.
+    @Test func upgradeMigratesOlderState() throws {
+        try exclusively {
+            let f = try Fixture()
+            try f.serve("web", .tcp, .loopback4, 7900, label: "web")
+            try f.bind("web", "tcp", "127.0.0.1", "80")
+            let dispatcher = try f.dispatcher()
+            var meta = try dispatcher.maps.readMeta()
+            meta.schema = 0
+            try dispatcher.maps.writeMeta(meta)
+            _ = consume dispatcher
+            #expect {
+                try f.bind("web", "tcp", "127.0.0.1", "81")
+            } throws: { "\($0)".contains("sksteer upgrade") }
+            let result = try Dispatcher.upgrade(namespace: f.namespace, bpffs: f.bpffs.path)
+            #expect(result.migratedFrom == 0)
+            #expect(try f.land(.tcp, "127.0.0.1", 80) == "web")
+            try f.bind("web", "tcp", "127.0.0.1", "81")
+            #expect(try f.land(.tcp, "127.0.0.1", 81) == "web")
+        }
+    }
+
+    /// Atomic apply: while applies of 10,000 bindings alternate between two rule sets, every
+    /// connection lands as the old set or the new set says, never as a mix would.
+    @Test func applyIsAtomicUnderLoad() throws {
+        try exclusively {
+            let f = try Fixture()
+            for name in ["A", "B", "parent"] { try f.serve(name, .tcp, .loopback4, 0, label: name) }
+            func set(_ label: String) -> [Binding] {
+                [binding("parent", "tcp", "127.0.0.0/16", "*")]
+                    + (0..<9_999).map { i in binding(label, "tcp", "127.0.\(i / 250).\(i % 250 + 1)", "80") }
+            }
+            let (a, b) = (set("A"), set("B"))
+            try f.dispatcher().apply(a)
+            // A mix (a /32 whose port entries are missing) would fall back to "parent".
+            let outcome = try underLoad(f, expecting: ["A", "B"], address: "127.0.10.7", port: 80) {
+                for round in 0..<6 { try f.dispatcher().apply(round % 2 == 0 ? b : a) }
+            }
+            #expect(outcome.failures.isEmpty, "\(outcome.failures.prefix(3))")
+            #expect(outcome.successes > 20)
+            #expect(try f.dispatcher(readOnly: true).bindings().count == 10_000)
+        }
+    }
+
+    /// kill -9 during apply leaves one whole rule set in force: the old one or the new one.
+    @Test func killedApplyLeavesOneWholeRuleSet() throws {
+        try exclusively {
+            let f = try Fixture()
+            for name in ["A", "B"] { try f.serve(name, .tcp, .loopback4, 0, label: name) }
+            func set(_ label: String) -> [Binding] {
+                (0..<10_000).map { i in binding(label, "tcp", "127.0.\(i / 250).\(i % 250 + 1)", "80") }
+            }
+            try f.dispatcher().apply(set("A"))
+            let file = f.bpffs.path.replacingOccurrences(of: "sksteer-bpffs", with: "sksteer-apply") + ".txt"
+            try set("B").map { "\($0.label) tcp \($0.prefix) 80" }.joined(separator: "\n").write(
+                toFile: file, atomically: true, encoding: .utf8)
+            defer { try? FileManager.default.removeItem(atPath: file) }
+            var outcomes = Set<String>()
+            for delay in [5_000, 20_000, 60_000, 150_000, 400_000] as [UInt32] {
+                try f.dispatcher().apply(set("A"))
+                let (process, _) = try f.sksteer(["apply", file])
+                usleep(delay)
+                kill(process.processIdentifier, SIGKILL)
+                process.waitUntilExit()
+                // Every sampled address answers with the same label, and the listing agrees.
+                let samples = try [1, 2_000, 5_000, 9_999].map { i in
+                    try f.land(.tcp, "127.0.\(i / 250).\(i % 250 + 1)", 80)
+                }
+                #expect(Set(samples).count == 1, "delay \(delay)µs: \(samples)")
+                let listed = Set(try f.dispatcher(readOnly: true).bindings().map(\.label))
+                #expect(listed == Set(samples), "delay \(delay)µs")
+                outcomes.insert(samples[0])
+            }
+            #expect(outcomes.isSubset(of: ["A", "B"]))
+        }
+    }
+
+    /// Restart: the state survives the tool; a process registers its socket with
+    /// register-pid from outside; when it exits, its successor registers with no gap.
+    @Test func registerPIDAndRestart() throws {
+        try exclusively {
+            let f = try Fixture()
+            guard sksteerExecutable() != nil else {
+                Issue.record("sksteer is not built")
+                return
+            }
+            try f.bind("svc", "tcp", "127.0.0.1", "8443")
+            // A service in its own process: python3 serving its name on 127.0.0.1:7950.
+            func service(_ name: String, port: Int) throws -> Process {
+                let script = """
+                    import socket, sys, threading
+                    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                    s.bind(("127.0.0.1", \(port))); s.listen(16); print("ready", flush=True)
+                    threading.Timer(30, lambda: sys.exit(0)).start()
+                    while True:
+                        c, _ = s.accept(); c.sendall(b"\(name)"); c.close()
+                    """
+                let (process, output) = try spawn(
+                    in: f.namespace, URL(fileURLWithPath: "/usr/bin/env"), ["python3", "-c", script])
+                _ = output.fileHandleForReading.availableData  // "ready"
+                return process
+            }
+            let first = try service("first", port: 7950)
+            defer { if first.isRunning { kill(first.processIdentifier, SIGKILL) } }
+            let (register, output) = try f.sksteer([
+                "register-pid", "\(first.processIdentifier)", "svc", "tcp", "127.0.0.1", "7950",
+            ])
+            register.waitUntilExit()
+            #expect(register.terminationStatus == 0)
+            #expect(
+                String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self).contains(
+                    "registered"))
+            #expect(try f.land(.tcp, "127.0.0.1", 8443) == "first")
+            let owners = try f.dispatcher(readOnly: true).status().destinations.first { $0.destination.label == "svc" }?
+                .sockets.first?.owners
+            #expect(owners?.contains(first.processIdentifier) == true)
+
+            // The successor registers before the first one exits: no gap.
+            let second = try service("second", port: 7951)
+            defer { if second.isRunning { kill(second.processIdentifier, SIGKILL) } }
+            try f.dispatcher().register(
+                fromProcess: second.processIdentifier, label: "svc", transport: .tcp, address: .loopback4, port: 7951)
+            let both = Set(try (0..<40).map { _ in try f.land(.tcp, "127.0.0.1", 8443) })
+            #expect(both == ["first", "second"])
+            kill(first.processIdentifier, SIGKILL)
+            first.waitUntilExit()
+            #expect(Set(try (0..<20).map { _ in try f.land(.tcp, "127.0.0.1", 8443) }) == ["second"])
+            // Nothing to register in a process without a matching socket: a clear error.
+            #expect {
+                try f.dispatcher().register(
+                    fromProcess: second.processIdentifier, label: "svc", transport: .udp, address: .loopback4,
+                    port: 7951)
+            } throws: { "\($0)".contains("no unconnected UDP socket") }
+        }
+    }
+}
+
+struct LoadOutcome {
+    var successes = 0
+    var failures: [String] = []
+}
+
+/// Connects in a loop on another thread while `work` runs; every answer must be in `expecting`.
+func underLoad(
+    _ f: Fixture, expecting: Set<String>, address: String, port: UInt16, _ work: () throws -> Void
+) throws -> LoadOutcome {
+    let done = Atomic<Bool>(false)
+    let outcome = Mutex(LoadOutcome())
+    let namespace = f.namespace
+    let endpoint = Endpoint(IPAddress(address)!, port)
+    let client = ClientThread {
+        _ = try? namespace.run {
+            while !done.load(ordering: .relaxed) {
+                let answer: String
+                do {
+                    answer = try NameServer.ask(.tcp, endpoint, timeoutMilliseconds: 1000)
+                } catch {
+                    answer = "\(error)"
+                }
+                outcome.withLock {
+                    if expecting.contains(answer) { $0.successes += 1 } else { $0.failures.append(answer) }
+                }
+            }
+        }
+    }
+    defer {
+        done.store(true, ordering: .relaxed)
+        client.join()
+    }
+    try work()
+    usleep(20_000)
+    done.store(true, ordering: .relaxed)
+    client.join()
+    return outcome.withLock { $0 }
+}
+
+final class ClientThread: @unchecked Sendable {
+    private var handle = pthread_t()
+    private var joined = false
+    private let body: @Sendable () -> Void
+
+    init(_ body: @escaping @Sendable () -> Void) {
+        self.body = body
+        let unmanaged = Unmanaged.passRetained(self)
+        pthread_create(
+            &handle, nil,
+            { raw in
+                let thread = Unmanaged<ClientThread>.fromOpaque(raw!).takeRetainedValue()
+                thread.body()
+                return nil
+            }, unmanaged.toOpaque())
+    }
+
+    func join() {
+        if joined { return }
+        joined = true
+        pthread_join(handle, nil)
+    }
+}

@@ -1,0 +1,104 @@
+import BPF
+import Testing
+
+@testable import SocketSteering
+
+/// The binding model, parsing and rule compilation, without the kernel.
+struct BindingTests {
+    @Test func parsingAndItsErrors() throws {
+        #expect(try PortSet(parsing: "80") == .single(80))
+        #expect(try PortSet(parsing: "8000-8999") == PortSet(8000, 8999))
+        #expect(try PortSet(parsing: "*") == .all)
+        for bad in ["70000", "9-3", "", "a", "1-2-3", "0", "-5"] {
+            #expect(throws: SteeringError.self, "\(bad)") { try PortSet(parsing: bad) }
+        }
+        let b = try Binding(label: "web", protocol: "TCP", prefix: "10.1.2.3/8", ports: "80")
+        #expect(b.prefix.description == "10.0.0.0/8")
+        #expect(b.description == "tcp 10.0.0.0/8 80 → web")
+        #expect(throws: SteeringError.self) {
+            try Binding(label: "x", protocol: "tcp", prefix: "::ffff:1.2.3.4", ports: "1")
+        }
+        #expect(throws: SteeringError.self) {
+            try Binding(label: "x", protocol: "tcp", prefix: "1.2.3.4/33", ports: "1")
+        }
+        #expect(throws: SteeringError.self) {
+            try Binding(label: String(repeating: "x", count: 64), protocol: "tcp", prefix: "::1", ports: "1")
+        }
+    }
+
+    /// The README's precedence example.
+    @Test func readmePrecedenceExample() {
+        let bindings = [
+            binding("proxy", "tcp", "127.0.0.0/24", "*"), binding("api", "tcp", "127.0.0.0/24", "5000-5999"),
+            binding("admin", "tcp", "127.0.0.0/24", "5050"), binding("web", "tcp", "127.0.0.1", "*"),
+        ]
+        func winner(_ address: String, _ port: UInt16) -> String? {
+            bindings.winner(for: .tcp, IPAddress(address)!, port)?.label
+        }
+        #expect(winner("127.0.0.9", 5050) == "admin")
+        #expect(winner("127.0.0.9", 5051) == "api")
+        #expect(winner("127.0.0.9", 80) == "proxy")
+        #expect(winner("127.0.0.1", 5050) == "web")
+        #expect(winner("127.0.1.1", 80) == nil)
+        #expect(bindings.winner(for: .udp, IPAddress("127.0.0.9")!, 80) == nil)
+    }
+
+    /// The blocks of a node cover each port with exactly the binding precedence picks.
+    @Test func compiledPortBlocksAgreeWithPrecedence() {
+        var rng = SystemRandomNumberGenerator()
+        for _ in 0..<60 {
+            let count = Int.random(in: 1...6, using: &rng)
+            var numbered: [RuleCompiler.Numbered] = []
+            for index in 0..<count {
+                let a = UInt16.random(in: 0...65535, using: &rng)
+                let width = [0, 1, 15, 200, 5000, 65535].randomElement(using: &rng)!
+                let ports =
+                    Int.random(in: 0...5, using: &rng) == 0
+                    ? PortSet.all : PortSet(a, UInt16(min(65535, Int(a) + width)))!
+                let b = Binding(label: "l\(index)", transport: .tcp, prefix: IPPrefix("10.0.0.0/8")!, ports: ports)
+                if numbered.contains(where: { $0.binding.ports == ports }) { continue }
+                numbered.append(.init(binding: b, id: UInt32(index), label: UInt32(index)))
+            }
+            var covered = [Int32](repeating: -1, count: 65536)
+            for (lower, upper, winner) in RuleCompiler.partition(numbered) {
+                for (start, bits) in RuleCompiler.blocks(lower, upper) {
+                    #expect(Int(start) % (1 << bits) == 0, "blocks are aligned")
+                    for port in Int(start)..<(Int(start) + (1 << bits)) {
+                        #expect(covered[port] == -1, "blocks do not overlap")
+                        covered[port] = Int32(winner.id)
+                    }
+                }
+            }
+            for port in stride(from: 0, to: 65536, by: 7) {
+                let expected = numbered.filter { $0.binding.ports.contains(UInt16(port)) }.min {
+                    $0.binding.ports < $1.binding.ports
+                }
+                #expect(covered[port] == (expected.map { Int32($0.id) } ?? -1), "port \(port)")
+            }
+        }
+    }
+
+    @Test func bindingFiles() throws {
+        let lines = try BindingFile.parse("# comment\nproxy tcp 127.0.0.0/24 *\n\nweb tcp 127.0.0.1 80  # inline\n")
+        #expect(lines == [binding("proxy", "tcp", "127.0.0.0/24", "*"), binding("web", "tcp", "127.0.0.1", "80")])
+        let json = try BindingFile.parse(
+            #"{"bindings": [{"label": "web", "protocol": "tcp", "prefix": "127.0.0.1", "ports": 80}]}"#)
+        #expect(json == [binding("web", "tcp", "127.0.0.1", "80")])
+        func message(_ text: String) -> String {
+            do {
+                _ = try BindingFile.parse(text)
+                return ""
+            } catch { return error.description }
+        }
+        #expect(message("web tcp 127.0.0.1").contains("line 1"))
+        #expect(message("ok tcp 1.2.3.4 1\nweb tcp 127.0.0.1 99999").contains("line 2: port 99999"))
+        #expect(message(#"{"bindings": [], "extra": 1}"#).contains("unknown field \"extra\""))
+        #expect(
+            message(#"{"bindings": [{"label": "a", "protocol": "tcp", "prefix": "::1", "ports": "1", "x": 2}]}"#)
+                .contains("bindings[0]: unknown field"))
+        #expect(
+            message(#"{"bindings": [{"label": "a", "protocol": "tcp", "ports": "1"}]}"#).contains(
+                "\"prefix\" is missing"))
+        #expect(message(#"{"bindings": [{"#).contains("not valid JSON"))
+    }
+}
