@@ -36,10 +36,12 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // `sksteer bench`: data plane against a clang-built reference, connections, control plane.
+        .target(name: "SteeringBenchmarks", dependencies: ["SocketSteering", "SKLookup", "BPF", "BPFAssembly"]),
         .executableTarget(
             name: "sksteer",
             dependencies: [
-                "BPFAssembly", "BPF", "SKLookup", "SocketSteering",
+                "BPFAssembly", "BPF", "SKLookup", "SocketSteering", "SteeringBenchmarks",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]

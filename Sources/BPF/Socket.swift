@@ -69,6 +69,12 @@ public final class Socket: Sendable, CustomStringConvertible {
         return socket
     }
 
+    /// Makes `close` reset a TCP connection (`SO_LINGER` 0) instead of leaving it in TIME_WAIT;
+    /// for clients that open many short connections, such as benchmarks.
+    public func resetOnClose() throws(BPFError) {
+        try kernelCall("set SO_LINGER") { cbpf_set_linger_zero(fd) }
+    }
+
     /// Sets send and receive timeouts.
     public func setTimeout(milliseconds: UInt32) throws(BPFError) {
         try kernelCall("set socket timeouts") { cbpf_set_timeouts(fd, milliseconds) }

@@ -462,6 +462,11 @@ long cbpf_set_timeouts(int fd, uint32_t milliseconds) {
     RETURN(setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)));
 }
 
+long cbpf_set_linger_zero(int fd) {
+    struct linger l = {.l_onoff = 1, .l_linger = 0};
+    RETURN(setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof(l)));
+}
+
 long cbpf_close(int fd) { RETURN(close(fd)); }
 
 long cbpf_errno_name(int err, char *buf, size_t len) {

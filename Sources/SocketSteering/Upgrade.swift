@@ -1,4 +1,5 @@
 import BPF
+import BPFAssembly
 import Logging
 
 #if canImport(Glibc)
@@ -71,6 +72,15 @@ extension Dispatcher {
             previousProgramID: before.id, programID: after.id, previousTag: before.tag, tag: after.tag,
             migratedFrom: migratedFrom)
     }
+
+    /// A copy of the data plane over this dispatcher's maps that counts test runs like real
+    /// traffic; benchmarks measure it with `BPF_PROG_TEST_RUN`. It is loaded, not attached.
+    public func measurementProgram() throws -> Program {
+        try Program.load(DataPlane.program(maps.dataPlane, countTestRuns: true), type: .skLookup, name: "sksteer_bench")
+    }
+
+    /// The assembled data plane of this dispatcher (for instruction counts and load timing).
+    public func dataPlaneAssembly() throws -> BPFAssembly.Assembly { try DataPlane.program(maps.dataPlane) }
 
     /// Rebuilds the active rule trie from the binding table and swaps it in.
     func rebuildRules() throws {

@@ -12,7 +12,8 @@ struct SKSteer: ParsableCommand {
         subcommands: [
             DemoCommand.self, Load.self, Unload.self, Upgrade.self, Version.self, Bind.self, Unbind.self,
             Bindings.self, Plan.self, Apply.self, Register.self, RegisterPID.self, Unregister.self, Status.self,
-            Explain.self, Metrics.self, Doctor.self, Prog.self, LinkCommand.self, Disasm.self, Asm.self,
+            Explain.self, Metrics.self, BenchCommand.self, Doctor.self, Prog.self, LinkCommand.self, Disasm.self,
+            Asm.self,
         ]
     )
 }
