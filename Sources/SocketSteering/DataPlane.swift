@@ -4,7 +4,11 @@ import SKLookup
 
 /// The maps the dispatcher program uses.
 struct DataPlaneMaps: Sendable {
-    /// `ARRAY_OF_MAPS` with one slot: the active rule trie.
+    /// `ARRAY` [1] → u32: the slot (0 or 1) of the rule set in use.
+    var active: Map
+    /// `ARRAY_OF_MAPS` [2] of host-binding hashes.
+    var hosts: Map
+    /// `ARRAY_OF_MAPS` [2] of rule tries.
     var rules: Map
     /// `SOCKMAP`: destination × ``Layout/socketsPerDestination`` slots.
     var sockets: Map
@@ -29,6 +33,8 @@ enum DataPlane {
     static let hashSlot: Int16 = -64  // u32
     static let countSlot: Int16 = -68  // u32
     static let countingSlot: Int16 = -72  // u32: ingress ifindex; 0 in test runs, which are not counted
+    static let generationSlot: Int16 = -76  // u32: the active slot
+    static let hostKey: Int16 = -96  // 20 bytes
 
     static let ebpfAFInet6: Int32 = 10
     static let ipprotoUDP: Int32 = 17
@@ -42,45 +48,81 @@ enum DataPlane {
         let found = Label("found")
         let miss = Label("miss")
         let assign = Label("assign")
-        let keyed = Label("keyed")
-        let ipv4 = Label("ipv4")
         let passVerdict = Label("pass")
         let drop = Label("drop")
         let notLoaded = Label("not_loaded")
+        let hostIPv4 = Label("host_ipv4")
+        let hostKeyed = Label("host_keyed")
+        let noHosts = Label("no_hosts")
+        let hashed = Label("hashed")
 
         return try assemble {
             Instruction.mov(ctx, .r1)
-            for offset in stride(from: Int16(-72), to: 0, by: 8) { Instruction.st(.dw, .r10, offset, 0) }
-            // The active rule set.
+            // Zero the three keys (the other slots are written before they are read).
+            for offset in stride(from: hostKey, to: hostKey + 24, by: 8) { Instruction.st(.dw, .r10, offset, 0) }
+            for offset in stride(from: portKey, to: 0, by: 8) { Instruction.st(.dw, .r10, offset, 0) }
+            // Real traffic has an ingress interface; test runs have none and are not counted
+            // (unless this program is built to count them, for benchmarks).
             if countTestRuns {
                 Instruction.st(.w, .r10, countingSlot, 1)
             } else {
                 SKLookup.load(.ingressInterface, from: ctx, into: .r2)
                 Instruction.stx(.w, .r10, .r2, countingSlot)
             }
-            Statement.loadMap(.r1, maps.rules)
+            // The active rule set: its slot, then its host hash and its trie.
+            Instruction.st(.w, .r10, scratchKey, 0)
+            Statement.loadMap(.r1, maps.active)
             Instruction.mov(.r2, .r10)
             Instruction.add(.r2, Int32(scratchKey))
             Instruction.call(.mapLookupElem)
             Statement.jump(.jeq, .r0, 0, to: notLoaded)
+            Instruction.ldx(.w, .r2, .r0, 0)
+            Instruction.stx(.w, .r10, .r2, generationSlot)
+            Statement.loadMap(.r1, maps.rules)
+            Instruction.mov(.r2, .r10)
+            Instruction.add(.r2, Int32(generationSlot))
+            Instruction.call(.mapLookupElem)
+            Statement.jump(.jeq, .r0, 0, to: notLoaded)
             Instruction.mov(trie, .r0)
 
-            // Prefix key: [0, protocol, 0, 0] + local address (IPv4 mapped into IPv6).
-            Instruction.st(.w, .r10, prefixKey, Int32(Layout.fullPrefixLength))
+            // Host key: [protocol, 0] + local port + local address (IPv4 mapped into IPv6).
             SKLookup.getProtocol(ctx, into: .r2)
-            Instruction.stx(.b, .r10, .r2, prefixKey + 5)
+            Instruction.stx(.b, .r10, .r2, hostKey)
+            SKLookup.getLocalPort(ctx, into: .r2)
+            Instruction.stx(.h, .r10, .r2, hostKey + 2)
             SKLookup.getFamily(ctx, into: .r2)
-            Statement.jump(.jne, .r2, ebpfAFInet6, to: ipv4)
+            Statement.jump(.jne, .r2, ebpfAFInet6, to: hostIPv4)
             for word in 0..<4 {
                 SKLookup.getLocalIPv6(ctx, word: word, into: .r3)
-                Instruction.stx(.w, .r10, .r3, prefixKey + 8 + Int16(4 * word))
+                Instruction.stx(.w, .r10, .r3, hostKey + 4 + Int16(4 * word))
             }
-            Statement.ja(to: keyed)
-            ipv4
-            Instruction.st(.w, .r10, prefixKey + 16, Int32(bitPattern: value(UInt32.self, from: [0, 0, 0xff, 0xff])))
+            Statement.ja(to: hostKeyed)
+            hostIPv4
+            Instruction.st(.w, .r10, hostKey + 12, Int32(bitPattern: value(UInt32.self, from: [0, 0, 0xff, 0xff])))
             SKLookup.getLocalIPv4(ctx, into: .r3)
-            Instruction.stx(.w, .r10, .r3, prefixKey + 20)
-            keyed
+            Instruction.stx(.w, .r10, .r3, hostKey + 16)
+            hostKeyed
+            // A host binding is the most specific there is: a hit ends the search.
+            Statement.loadMap(.r1, maps.hosts)
+            Instruction.mov(.r2, .r10)
+            Instruction.add(.r2, Int32(generationSlot))
+            Instruction.call(.mapLookupElem)
+            Statement.jump(.jeq, .r0, 0, to: noHosts)
+            Instruction.mov(.r1, .r0)
+            Instruction.mov(.r2, .r10)
+            Instruction.add(.r2, Int32(hostKey))
+            Instruction.call(.mapLookupElem)
+            Statement.jump(.jne, .r0, 0, to: found)
+            noHosts
+
+            // Prefix key: [0, protocol, 0, 0] + the address already in the host key.
+            Instruction.st(.w, .r10, prefixKey, Int32(Layout.fullPrefixLength))
+            Instruction.ldx(.b, .r2, .r10, hostKey)
+            Instruction.stx(.b, .r10, .r2, prefixKey + 5)
+            for word in Int16(0)..<4 {
+                Instruction.ldx(.w, .r3, .r10, hostKey + 4 + 4 * word)
+                Instruction.stx(.w, .r10, .r3, prefixKey + 8 + 4 * word)
+            }
             // Port key: [1, 0, 0, 0] + ruleset + big-endian port.
             Instruction.st(.w, .r10, portKey, Int32(Layout.fullPortLength))
             Instruction.st(.b, .r10, portKey + 4, Int32(Layout.portKind))
@@ -124,7 +166,11 @@ enum DataPlane {
             Instruction.stx(.w, .r10, .r8, destinationSlot)
             counting("found") {
                 bindingCounter(maps, .lookups)
-                destinationCounter(maps, .lookups)
+                let countedFamily = Label("counted_family")
+                SKLookup.getFamily(ctx, into: .r2)
+                Statement.jump(.jne, .r2, ebpfAFInet6, to: countedFamily)
+                bindingCounter(maps, .lookupsIPv6)
+                countedFamily
             }
 
             // How many socket slots the destination uses.
@@ -138,6 +184,18 @@ enum DataPlane {
             Instruction.jump(.jle, .r2, Int32(Layout.socketsPerDestination), offset: 1)
             Instruction.mov(.r2, Int32(Layout.socketsPerDestination))
             Instruction.stx(.w, .r10, .r2, countSlot)
+            // One socket slot in use (the common case): no hash needed.
+            Statement.jump(.jne, .r2, 1, to: hashed)
+            Instruction.ldx(.w, .r4, .r10, destinationSlot)
+            Instruction.mul32(.r4, Int32(Layout.socketsPerDestination))
+            Instruction.stx(.w, .r10, .r4, scratchKey)
+            Statement.loadMap(.r1, maps.sockets)
+            Instruction.mov(.r2, .r10)
+            Instruction.add(.r2, Int32(scratchKey))
+            Instruction.call(.mapLookupElem)
+            Statement.jump(.jne, .r0, 0, to: assign)
+            Statement.ja(to: miss)
+            hashed
             // A hash of the remote address and port picks the first slot to try.
             SKLookup.getRemoteIPv4(ctx, into: .r3)
             for word in 0..<4 {

@@ -180,12 +180,43 @@ public final class Dispatcher {
 
     // MARK: The active rule set
 
+    /// The slot (0 or 1) of the rule set the program uses now.
+    func activeSlot() throws -> UInt32 {
+        try maps.dataPlane.active.lookup(rawBytes(of: UInt32(0))).map { value(UInt32.self, from: $0.prefix(4)) } ?? 0
+    }
+
     /// The trie the program uses now.
     func activeTrie() throws -> Map {
-        guard let trie = try maps.dataPlane.rules.innerMap(at: 0) else {
+        guard let trie = try maps.dataPlane.rules.innerMap(at: activeSlot()) else {
             throw SteeringError.kernel("the dispatcher has no active rule set; run sksteer unload and load again")
         }
         return trie
+    }
+
+    /// The host-binding hash the program uses now.
+    func activeHosts() throws -> Map {
+        guard let hosts = try maps.dataPlane.hosts.innerMap(at: activeSlot()) else {
+            throw SteeringError.kernel("the dispatcher has no active rule set; run sksteer unload and load again")
+        }
+        return hosts
+    }
+
+    /// Installs a complete rule set in the inactive slot and switches to it with one update:
+    /// the commit point. The old slot then gets empty maps, so its memory is freed.
+    func install(_ bindings: [RuleCompiler.Numbered], generation: UInt32, maxBindings: Int) throws -> UInt32 {
+        let compiled = RuleCompiler.compile(bindings, generation: generation)
+        let trie = try StateMaps.makeTrie(maxBindings: maxBindings)
+        let hosts = try StateMaps.makeHosts(maxBindings: maxBindings)
+        try trie.updateBatch(compiled.trie)
+        try hosts.updateBatch(compiled.hosts)
+        let old = try activeSlot()
+        let new = 1 - old
+        try maps.dataPlane.rules.setInnerMap(trie, at: new)
+        try maps.dataPlane.hosts.setInnerMap(hosts, at: new)
+        try maps.dataPlane.active.update(rawBytes(of: UInt32(0)), rawBytes(of: new))
+        try maps.dataPlane.rules.setInnerMap(try StateMaps.makeTrie(maxBindings: maxBindings), at: old)
+        try maps.dataPlane.hosts.setInnerMap(try StateMaps.makeHosts(maxBindings: maxBindings), at: old)
+        return compiled.rulesets
     }
 
     func bindingTablePath(_ generation: UInt32) -> String { "\(directory)/bindings-\(generation)" }
@@ -354,7 +385,12 @@ public final class Dispatcher {
         try resetBindingMetrics([id])
         try bindingTable().update(rawBytes(of: id), Layout.bindingRecord(binding, labelID: label))
         let numbered = RuleCompiler.Numbered(binding: binding, id: id, label: label)
-        try rewriteNode(of: binding, old: current, new: current + [numbered])
+        if RuleCompiler.isHostBinding(binding) {
+            let entry = RuleCompiler.hostEntry(numbered)
+            try activeHosts().update(entry.key, entry.value)
+        } else {
+            try rewriteNode(of: binding, old: current, new: current + [numbered])
+        }
         logger.info("bound", metadata: ["binding": "\(binding)"])
         return .added
     }
@@ -372,7 +408,11 @@ public final class Dispatcher {
                 "\(binding.transport) \(binding.prefix) \(binding.ports) is bound to '\(existing.binding.label)',"
                     + " not '\(binding.label)'")
         }
-        try rewriteNode(of: binding, old: current, new: current.filter { $0.id != existing.id })
+        if RuleCompiler.isHostBinding(binding) {
+            try activeHosts().delete(RuleCompiler.hostEntry(existing).key)
+        } else {
+            try rewriteNode(of: binding, old: current, new: current.filter { $0.id != existing.id })
+        }
         try bindingTable().delete(rawBytes(of: existing.id))
         try collectLabels()
         logger.info("unbound", metadata: ["binding": "\(binding)"])
@@ -386,7 +426,8 @@ public final class Dispatcher {
             transport: binding.transport, address: binding.mappedAddress, length: binding.mappedLength)
         func atNode(_ list: [RuleCompiler.Numbered]) -> [RuleCompiler.Numbered] {
             list.filter {
-                $0.binding.transport == node.transport && $0.binding.mappedLength == node.length
+                !RuleCompiler.isHostBinding($0.binding) && $0.binding.transport == node.transport
+                    && $0.binding.mappedLength == node.length
                     && $0.binding.mappedAddress == node.address
             }
         }
@@ -460,28 +501,15 @@ public final class Dispatcher {
         var meta = try maps.readMeta()
         let generation = meta.generation &+ 1
         let maxBindings = Int(meta.maxBindings)
-        let trie = try StateMaps.makeTrie(maxBindings: maxBindings)
         let table = try StateMaps.makeBindingTable(maxBindings: maxBindings)
         try table.updateBatch(
             numbered.map { (rawBytes(of: $0.id), Layout.bindingRecord($0.binding, labelID: $0.label)) })
-        var entries: [(key: [UInt8], value: [UInt8])] = []
-        var ruleset: UInt32 = 0
-        for (node, members) in RuleCompiler.nodes(numbered) {
-            for entry in RuleCompiler.portEntries(members, ruleset: ruleset) {
-                entries.append((entry.key, entry.value))
-            }
-            let prefix = RuleCompiler.prefixEntry(node, ruleset: ruleset)
-            entries.append((prefix.key, prefix.value))
-            ruleset += 1
-        }
-        entries.append((Layout.catalogueKey, Layout.pair(generation, 0)))
-        try trie.updateBatch(entries)
         unlink(bindingTablePath(generation))
         try Self.pin(table, at: bindingTablePath(generation))
-        // The commit point: one update swaps the whole rule set.
-        try maps.dataPlane.rules.setInnerMap(trie, at: 0)
+        // The commit point: one update switches to the new rule set.
+        let rulesets = try install(numbered, generation: generation, maxBindings: maxBindings)
         meta.generation = generation
-        meta.nextRuleset = ruleset
+        meta.nextRuleset = rulesets
         try maps.writeMeta(meta)
         unlink(bindingTablePath(generation &- 1))
         try collectLabels()

@@ -3,8 +3,11 @@ import BPFAssembly
 
 /// The data plane's map layout, shared by the program generator and the control plane.
 ///
-/// One LPM trie holds the whole rule set, so replacing the rule set is one update of the
-/// `rules` map-in-map. Its 24-byte keys start with a kind byte:
+/// A rule set is two maps: a hash of **host bindings** (a /32 or /128 with one port, the most
+/// specific binding there can be) for a one-lookup fast path, and an LPM trie for the rest.
+/// Two rule sets exist side by side, in slots 0 and 1 of the `hosts` and `rules`
+/// map-in-maps; the `active` array says which slot the program uses, so replacing the rule
+/// set is one update of `active`. The trie's 24-byte keys start with a kind byte:
 ///
 /// - **prefix** entries (kind 0): `[0, protocol, 0, 0] + address(16, IPv4 mapped)`, prefix length
 ///   32 + address bits → `{ruleset u32, prefix length u32}`;
@@ -57,9 +60,18 @@ public enum Layout {
 
     static func pair(_ a: UInt32, _ b: UInt32) -> [UInt8] { rawBytes(of: a) + rawBytes(of: b) }
 
-    /// Counters per destination (per CPU): lookups, misses, then assign errors by kind.
+    /// Host-binding hash keys: `[protocol, 0] + port (host order u16) + address(16, IPv4 mapped)`.
+    static let hostKeySize = 20
+
+    static func hostKey(transport: Socket.Transport, port: UInt16, address: [UInt8]) -> [UInt8] {
+        [UInt8(transport.ipProtocol), 0] + rawBytes(of: port) + address
+    }
+
+    /// Counters per destination (per CPU): misses, then assign errors by kind. (Lookups per
+    /// destination are summed from the bindings' counters, which keeps the hot path short;
+    /// the first slot is unused.)
     enum DestinationCounter: Int, CaseIterable {
-        case lookups = 0
+        case unused = 0
         case misses
         case errorExists
         case errorSocketState
@@ -69,11 +81,13 @@ public enum Layout {
         static let size = allCases.count * 8
     }
 
-    /// Counters per binding (shared, atomically added): lookups, misses, errors.
+    /// Counters per binding (shared, atomically added): lookups, misses, errors, and the
+    /// lookups that were IPv6 traffic (so destinations, which are per family, can be summed).
     enum BindingCounter: Int, CaseIterable {
         case lookups = 0
         case misses
         case errors
+        case lookupsIPv6
         static let size = allCases.count * 8
     }
 
@@ -130,9 +144,40 @@ struct RuleCompiler {
         var length: Int
     }
 
-    /// Groups bindings by (protocol, prefix).
+    /// Whether a binding lives in the host hash: a full address and one port. No binding can
+    /// beat it for the connections it matches, so a hit there ends the lookup.
+    static func isHostBinding(_ binding: Binding) -> Bool {
+        binding.mappedLength == 128 && binding.ports.count == 1
+    }
+
+    static func hostEntry(_ numbered: Numbered) -> Entry {
+        Entry(
+            key: Layout.hostKey(
+                transport: numbered.binding.transport, port: numbered.binding.ports.lower,
+                address: numbered.binding.mappedAddress),
+            value: Layout.pair(numbered.label, numbered.id))
+    }
+
+    /// Every entry of a rule set: host entries, and the trie's prefix and port entries.
+    static func compile(_ bindings: [Numbered], generation: UInt32) -> (
+        hosts: [(key: [UInt8], value: [UInt8])], trie: [(key: [UInt8], value: [UInt8])], rulesets: UInt32
+    ) {
+        let hosts = bindings.filter { isHostBinding($0.binding) }.map { hostEntry($0) }.map { ($0.key, $0.value) }
+        var trie: [(key: [UInt8], value: [UInt8])] = []
+        var ruleset: UInt32 = 0
+        for (node, members) in nodes(bindings) {
+            for entry in portEntries(members, ruleset: ruleset) { trie.append((entry.key, entry.value)) }
+            let prefix = prefixEntry(node, ruleset: ruleset)
+            trie.append((prefix.key, prefix.value))
+            ruleset += 1
+        }
+        trie.append((Layout.catalogueKey, Layout.pair(generation, 0)))
+        return (hosts, trie, ruleset)
+    }
+
+    /// Groups the bindings that live in the trie (not host bindings) by (protocol, prefix).
     static func nodes(_ bindings: [Numbered]) -> [Node: [Numbered]] {
-        Dictionary(grouping: bindings) {
+        Dictionary(grouping: bindings.filter { !isHostBinding($0.binding) }) {
             Node(transport: $0.binding.transport, address: $0.binding.mappedAddress, length: $0.binding.mappedLength)
         }
     }

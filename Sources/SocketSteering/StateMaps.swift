@@ -11,7 +11,7 @@ struct StateMaps: Sendable {
 
     /// Pin names in the state directory.
     enum Name: String, CaseIterable {
-        case rules, sockets
+        case active, hosts, rules, sockets
         case socketCounts = "socket_counts"
         case destinationMetrics = "destination_metrics"
         case bindingMetrics = "binding_metrics"
@@ -21,7 +21,8 @@ struct StateMaps: Sendable {
 
     var all: [(Name, Map)] {
         [
-            (.rules, dataPlane.rules), (.sockets, dataPlane.sockets), (.socketCounts, dataPlane.socketCounts),
+            (.active, dataPlane.active), (.hosts, dataPlane.hosts), (.rules, dataPlane.rules),
+            (.sockets, dataPlane.sockets), (.socketCounts, dataPlane.socketCounts),
             (.destinationMetrics, dataPlane.destinationMetrics), (.bindingMetrics, dataPlane.bindingMetrics),
             (.globalMetrics, dataPlane.globalMetrics), (.labels, labels), (.meta, meta),
         ]
@@ -41,16 +42,30 @@ struct StateMaps: Sendable {
             name: "sksteer_binds")
     }
 
-    /// Creates every map, with an empty rule set installed.
+    /// A new, empty host-binding hash (the inner map of `hosts`).
+    static func makeHosts(maxBindings: Int) throws(BPFError) -> Map {
+        try Map.create(
+            type: .hash, keySize: Layout.hostKeySize, valueSize: Layout.trieValueSize, maxEntries: maxBindings,
+            flags: Map.noPreallocate, name: "sksteer_hosts")
+    }
+
+    /// Creates every map, with an empty rule set in both slots and slot 0 active.
     static func create(maxBindings: Int) throws(BPFError) -> (StateMaps, trie: Map, bindings: Map) {
         let trie = try makeTrie(maxBindings: maxBindings)
+        let hosts = try makeHosts(maxBindings: maxBindings)
         let rules = try Map.create(
-            type: .arrayOfMaps, keySize: 4, valueSize: 4, maxEntries: 1, name: "sksteer_active", innerMap: trie)
+            type: .arrayOfMaps, keySize: 4, valueSize: 4, maxEntries: 2, name: "sksteer_rules", innerMap: trie)
+        let hostSets = try Map.create(
+            type: .arrayOfMaps, keySize: 4, valueSize: 4, maxEntries: 2, name: "sksteer_hostsets", innerMap: hosts)
         try rules.setInnerMap(trie, at: 0)
+        try hostSets.setInnerMap(hosts, at: 0)
+        try rules.setInnerMap(try makeTrie(maxBindings: maxBindings), at: 1)
+        try hostSets.setInnerMap(try makeHosts(maxBindings: maxBindings), at: 1)
+        let active = try Map.create(type: .array, keySize: 4, valueSize: 4, maxEntries: 1, name: "sksteer_active")
         let bindings = try makeBindingTable(maxBindings: maxBindings)
         let destinations = Layout.maxDestinations
         let dataPlane = DataPlaneMaps(
-            rules: rules,
+            active: active, hosts: hostSets, rules: rules,
             sockets: try Map.create(
                 type: .sockMap, keySize: 4, valueSize: 8, maxEntries: destinations * Layout.socketsPerDestination,
                 name: "sksteer_sockets"),
@@ -84,7 +99,8 @@ struct StateMaps: Sendable {
         }
         return StateMaps(
             dataPlane: DataPlaneMaps(
-                rules: try pinned(.rules), sockets: try pinned(.sockets), socketCounts: try pinned(.socketCounts),
+                active: try pinned(.active), hosts: try pinned(.hosts), rules: try pinned(.rules),
+                sockets: try pinned(.sockets), socketCounts: try pinned(.socketCounts),
                 destinationMetrics: try pinned(.destinationMetrics), bindingMetrics: try pinned(.bindingMetrics),
                 globalMetrics: try pinned(.globalMetrics)),
             labels: try pinned(.labels), meta: try pinned(.meta))

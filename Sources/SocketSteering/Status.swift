@@ -15,6 +15,8 @@ public struct BindingStatus: Sendable, Codable, Equatable {
     public var misses: UInt64
     /// Of those, how many failed to be assigned (see the destination's errors).
     public var errors: UInt64
+    /// Of the lookups, how many were IPv6 traffic.
+    public var lookupsIPv6: UInt64
 }
 
 /// A destination with its sockets and counters.
@@ -66,7 +68,7 @@ extension Dispatcher {
             bindings.append(
                 BindingStatus(
                     binding: entry.binding, id: entry.id, lookups: counter(.lookups), misses: counter(.misses),
-                    errors: counter(.errors)))
+                    errors: counter(.errors), lookupsIPv6: counter(.lookupsIPv6)))
         }
         let order = numbered.map(\.binding).sortedByPrecedence()
         let position = Dictionary(order.enumerated().map { ($0.element, $0.offset) }, uniquingKeysWith: { a, _ in a })
@@ -80,7 +82,10 @@ extension Dispatcher {
                     let destination = Layout.destination(label: labelID, transport: transport, ipv6: ipv6)
                     let live = try sockets(destination: destination)
                     let bound = numbered.filter { $0.label == labelID && $0.binding.transport == transport }
-                    let counters = try destinationCounters(destination)
+                    var counters = try destinationCounters(destination)
+                    // Lookups per destination: the bindings' lookups of this family.
+                    counters[0] = bindings.filter { $0.binding.label == label && $0.binding.transport == transport }
+                        .reduce(0) { sum, b in sum + (ipv6 ? b.lookupsIPv6 : b.lookups - b.lookupsIPv6) }
                     let boundHere = bound.contains { $0.binding.prefix.address.isIPv4 != ipv6 }
                     if live.isEmpty && !boundHere && counters.allSatisfy({ $0 == 0 }) { continue }
                     destinations.append(

@@ -82,25 +82,11 @@ extension Dispatcher {
     /// The assembled data plane of this dispatcher (for instruction counts and load timing).
     public func dataPlaneAssembly() throws -> BPFAssembly.Assembly { try DataPlane.program(maps.dataPlane) }
 
-    /// Rebuilds the active rule trie from the binding table and swaps it in.
+    /// Rebuilds the active rule set from the binding table and switches to it.
     func rebuildRules() throws {
-        let numbered = try numberedBindings()
         var meta = try maps.readMeta()
-        let trie = try StateMaps.makeTrie(maxBindings: Int(meta.maxBindings))
-        var entries: [(key: [UInt8], value: [UInt8])] = []
-        var ruleset: UInt32 = 0
-        for (node, members) in RuleCompiler.nodes(numbered) {
-            for entry in RuleCompiler.portEntries(members, ruleset: ruleset) {
-                entries.append((entry.key, entry.value))
-            }
-            let prefix = RuleCompiler.prefixEntry(node, ruleset: ruleset)
-            entries.append((prefix.key, prefix.value))
-            ruleset += 1
-        }
-        entries.append((Layout.catalogueKey, Layout.pair(meta.generation, 0)))
-        try trie.updateBatch(entries)
-        try maps.dataPlane.rules.setInnerMap(trie, at: 0)
-        meta.nextRuleset = ruleset
+        meta.nextRuleset = try install(
+            try numberedBindings(), generation: meta.generation, maxBindings: Int(meta.maxBindings))
         try maps.writeMeta(meta)
     }
 }
