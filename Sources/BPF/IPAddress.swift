@@ -37,6 +37,12 @@ public struct IPAddress: Hashable, Sendable, Comparable, CustomStringConvertible
     public static let any6 = IPAddress("::")!
 
     public var isIPv4: Bool { bytes.count == 4 }
+
+    public func hash(into hasher: inout Hasher) {
+        bytes.withUnsafeBytes { hasher.combine(bytes: $0) }
+    }
+
+    public static func == (a: IPAddress, b: IPAddress) -> Bool { a.bytes == b.bytes }
     /// `AF_INET` or `AF_INET6`.
     public var family: Int32 { isIPv4 ? AF_INET : AF_INET6 }
 
@@ -67,10 +73,10 @@ public struct IPAddress: Hashable, Sendable, Comparable, CustomStringConvertible
         return String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 
+    /// IPv4 before IPv6, then by bytes.
     public static func < (lhs: IPAddress, rhs: IPAddress) -> Bool {
-        (lhs.bytes.count, lhs.bytes.lexicographicallyPrecedes(rhs.bytes) ? 0 : 1)
-            < (rhs.bytes.count, lhs.bytes.lexicographicallyPrecedes(rhs.bytes) ? 0 : 1)
-            || (lhs.bytes.count == rhs.bytes.count && lhs.bytes.lexicographicallyPrecedes(rhs.bytes))
+        lhs.bytes.count != rhs.bytes.count
+            ? lhs.bytes.count < rhs.bytes.count : lhs.bytes.lexicographicallyPrecedes(rhs.bytes)
     }
 }
 

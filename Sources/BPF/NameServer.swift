@@ -12,7 +12,7 @@ public final class NameServer: Sendable {
     public let name: String
     public let socket: Socket
     private let state: State
-    private let thread: Mutex<pthread_t?> = Mutex(nil)
+    private let thread: JoinableThread
 
     /// What the serving thread shares with its owner; the thread holds no reference to the
     /// server, so releasing the server stops it.
@@ -28,8 +28,7 @@ public final class NameServer: Sendable {
         let state = State()
         self.state = state
         try socket.setTimeout(milliseconds: 50)
-        let handle = try startThread { Self.serve(name: name, socket: socket, state: state) }
-        thread.withLock { $0 = handle }
+        thread = try JoinableThread { Self.serve(name: name, socket: socket, state: state) }
     }
 
     /// How many connections or datagrams it has answered.
@@ -54,11 +53,7 @@ public final class NameServer: Sendable {
     /// Stops serving and waits for the thread to end. Called on release too.
     public func stop() {
         state.stopping.store(true, ordering: .relaxed)
-        let handle = thread.withLock { handle in
-            defer { handle = nil }
-            return handle
-        }
-        if let handle { pthread_join(handle, nil) }
+        thread.join()
     }
 
     deinit { stop() }
@@ -90,19 +85,36 @@ private final class ThreadStart {
     init(_ run: @escaping () -> Void) { self.run = run }
 }
 
-/// Starts a joinable POSIX thread running `body`.
-func startThread(_ body: @escaping @Sendable () -> Void) throws(BPFError) -> pthread_t {
-    let unmanaged = Unmanaged.passRetained(ThreadStart(body))
-    var thread = pthread_t()
-    let started = pthread_create(
-        &thread, nil,
-        { raw in
-            Unmanaged<ThreadStart>.fromOpaque(raw!).takeRetainedValue().run()
-            return nil
-        }, unmanaged.toOpaque())
-    guard started == 0 else {
-        unmanaged.release()
-        throw BPFError(operation: "start a thread", code: started)
+/// A POSIX thread that runs a closure and can be joined: for work that must happen on a
+/// thread of its own (entering a network namespace moves only the calling thread) and for
+/// small servers and clients.
+public final class JoinableThread: Sendable {
+    private let handle: pthread_t
+    private let joined = Mutex(false)
+
+    /// Starts the thread.
+    public init(_ body: @escaping @Sendable () -> Void) throws(BPFError) {
+        let unmanaged = Unmanaged.passRetained(ThreadStart(body))
+        var thread = pthread_t()
+        let started = pthread_create(
+            &thread, nil,
+            { raw in
+                Unmanaged<ThreadStart>.fromOpaque(raw!).takeRetainedValue().run()
+                return nil
+            }, unmanaged.toOpaque())
+        guard started == 0 else {
+            unmanaged.release()
+            throw BPFError(operation: "start a thread", code: started)
+        }
+        handle = thread
     }
-    return thread
+
+    /// Waits for the thread to end (once; later calls return at once).
+    public func join() {
+        let first = joined.withLock { done in
+            defer { done = true }
+            return !done
+        }
+        if first { pthread_join(handle, nil) }
+    }
 }

@@ -113,26 +113,9 @@ private final class ResultBox<T>: @unchecked Sendable {
     var value: T?
 }
 
-private final class ThreadEntry {
-    let run: () -> Void
-    init(_ run: @escaping () -> Void) { self.run = run }
-}
-
 /// Runs `body` on a fresh POSIX thread and waits for it.
 func onNewThread<T: Sendable>(_ body: @escaping @Sendable () -> T) throws(BPFError) -> T {
     let box = ResultBox<T>()
-    let unmanaged = Unmanaged.passRetained(ThreadEntry { box.value = body() })
-    var thread = pthread_t()
-    let started = pthread_create(
-        &thread, nil,
-        { raw in
-            Unmanaged<ThreadEntry>.fromOpaque(raw!).takeRetainedValue().run()
-            return nil
-        }, unmanaged.toOpaque())
-    guard started == 0 else {
-        unmanaged.release()
-        throw BPFError(operation: "start a thread", code: started)
-    }
-    pthread_join(thread, nil)
+    try JoinableThread { box.value = body() }.join()
     return box.value!
 }

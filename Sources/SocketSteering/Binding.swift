@@ -116,7 +116,11 @@ public struct Binding: Hashable, Sendable, CustomStringConvertible, Codable {
         guard !label.isEmpty, label.utf8.count <= 63 else {
             throw .invalidInput("label '\(label)' must be 1 to 63 bytes long")
         }
-        guard label.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "-_.:/".contains($0)) }) else {
+        let allowed = label.utf8.allSatisfy { byte in
+            (byte >= 0x30 && byte <= 0x39) || (byte >= 0x41 && byte <= 0x5a) || (byte >= 0x61 && byte <= 0x7a)
+                || byte == 0x2d || byte == 0x5f || byte == 0x2e || byte == 0x3a || byte == 0x2f
+        }
+        guard allowed else {
             throw .invalidInput("label '\(label)' may only contain letters, digits and - _ . : /")
         }
     }
@@ -175,17 +179,41 @@ extension Array where Element == Binding {
     /// By protocol (tcp, then udp), then most specific first: longest prefix, narrowest ports;
     /// then by address and label.
     public func sortedByPrecedence() -> [Binding] {
-        sorted { a, b in
-            if a.transport != b.transport { return a.transport.rawValue < b.transport.rawValue }
-            if a.precedes(b) != b.precedes(a) { return a.precedes(b) }
-            return (a.prefix.address, a.label) < (b.prefix.address, b.label)
+        // Sort plain keys (protocol, prefix length, port count, first port, then the address as
+        // two big-endian words): no reference counting in the comparisons.
+        var keys: [PrecedenceKey] = []
+        keys.reserveCapacity(count)
+        for (index, b) in enumerated() {
+            let address = b.mappedAddress
+            var high: UInt64 = 0
+            var low: UInt64 = 0
+            for i in 0..<8 {
+                high = high << 8 | UInt64(address[i])
+                low = low << 8 | UInt64(address[8 + i])
+            }
+            let primary =
+                UInt64(b.transport == .tcp ? 0 : 1) << 60 | UInt64(128 - b.mappedLength) << 48
+                | UInt64(b.ports.count) << 16 | UInt64(b.ports.lower)
+            keys.append(PrecedenceKey(primary: primary, high: high, low: low, index: index))
         }
+        keys.sort { a, b in
+            (a.primary, a.high, a.low, a.index) < (b.primary, b.high, b.low, b.index)
+        }
+        return keys.map { self[$0.index] }
     }
 
     /// The binding that wins for a connection, as the data plane decides it.
     public func winner(for transport: Socket.Transport, _ address: IPAddress, _ port: UInt16) -> Binding? {
         filter { $0.matches(transport, address, port) }.min { $0.precedes($1) }
     }
+}
+
+/// A binding's sort key for ``Swift/Array/sortedByPrecedence()``.
+private struct PrecedenceKey {
+    var primary: UInt64
+    var high: UInt64
+    var low: UInt64
+    var index: Int
 }
 
 /// Errors of the dispatcher, each one line that says what to do.

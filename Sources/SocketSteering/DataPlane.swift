@@ -8,6 +8,8 @@ struct DataPlaneMaps: Sendable {
     var active: Map
     /// `ARRAY_OF_MAPS` [2] of host-binding hashes.
     var hosts: Map
+    /// `ARRAY` of u64: per slot and protocol, a bit for each port some host binding uses.
+    var hostPorts: Map
     /// `ARRAY_OF_MAPS` [2] of rule tries.
     var rules: Map
     /// `SOCKMAP`: destination × ``Layout/socketsPerDestination`` slots.
@@ -102,6 +104,27 @@ enum DataPlane {
             SKLookup.getLocalIPv4(ctx, into: .r3)
             Instruction.stx(.w, .r10, .r3, hostKey + 16)
             hostKeyed
+            // Only ports some host binding uses are looked up in the host hash.
+            Instruction.ldx(.w, .r2, .r10, generationSlot)
+            Instruction.mul32(.r2, 2048)
+            SKLookup.getProtocol(ctx, into: .r3)
+            Instruction.jump(.jne, .r3, ipprotoUDP, offset: 1)
+            Instruction.add32(.r2, 1024)
+            SKLookup.getLocalPort(ctx, into: .r3)
+            Instruction.rsh32(.r3, 6)
+            Instruction.add32(.r2, .r3)
+            Instruction.stx(.w, .r10, .r2, hashSlot)
+            Statement.loadMap(.r1, maps.hostPorts)
+            Instruction.mov(.r2, .r10)
+            Instruction.add(.r2, Int32(hashSlot))
+            Instruction.call(.mapLookupElem)
+            Statement.jump(.jeq, .r0, 0, to: noHosts)
+            Instruction.ldx(.dw, .r4, .r0, 0)
+            SKLookup.getLocalPort(ctx, into: .r3)
+            Instruction.and(.r3, 63)
+            Instruction.rsh(.r4, .r3)
+            Instruction.and(.r4, 1)
+            Statement.jump(.jeq, .r4, 0, to: noHosts)
             // A host binding is the most specific there is: a hit ends the search.
             Statement.loadMap(.r1, maps.hosts)
             Instruction.mov(.r2, .r10)

@@ -1,5 +1,6 @@
 import BPF
 import BPFAssembly
+import Dispatch
 import Logging
 import SKLookup
 
@@ -211,6 +212,9 @@ public final class Dispatcher {
         try hosts.updateBatch(compiled.hosts)
         let old = try activeSlot()
         let new = 1 - old
+        let hostBindings = bindings.map(\.binding).filter(RuleCompiler.isHostBinding)
+        try maps.dataPlane.hostPorts.updateBatch(
+            Layout.hostPortBitmap(hostBindings, slot: new).map { (rawBytes(of: $0.key), rawBytes(of: $0.value)) })
         try maps.dataPlane.rules.setInnerMap(trie, at: new)
         try maps.dataPlane.hosts.setInnerMap(hosts, at: new)
         try maps.dataPlane.active.update(rawBytes(of: UInt32(0)), rawBytes(of: new))
@@ -303,23 +307,30 @@ public final class Dispatcher {
     /// The lookup follows at most ``Layout/maxNesting`` prefixes that contain one another.
     static func checkNesting(_ bindings: [Binding]) throws {
         var lengths: [Socket.Transport: Set<Int>] = [:]
-        var nodes = Set<String>()
-        for binding in bindings {
+        for binding in bindings where !RuleCompiler.isHostBinding(binding) {
             lengths[binding.transport, default: []].insert(binding.mappedLength)
-            nodes.insert("\(binding.transport) \(binding.mappedAddress) \(binding.mappedLength)")
         }
-        for binding in bindings {
-            let candidates = lengths[binding.transport, default: []].filter { $0 <= binding.mappedLength }
+        // Fewer distinct lengths than the limit: no chain can be longer. The usual case.
+        guard lengths.values.contains(where: { $0.count > Layout.maxNesting }) else { return }
+        let nodes = Set(
+            bindings.filter { !RuleCompiler.isHostBinding($0) }.map {
+                RuleCompiler.Node(transport: $0.transport, address: $0.mappedAddress, length: $0.mappedLength)
+            })
+        for node in nodes {
+            let candidates = lengths[node.transport, default: []].filter { $0 <= node.length }
             guard candidates.count > Layout.maxNesting else { continue }
             var depth = 0
             for length in candidates {
-                let masked = IPPrefix(IPAddress(bytes: binding.mappedAddress)!, length: length)!.address.bytes
-                if nodes.contains("\(binding.transport) \(masked) \(length)") { depth += 1 }
+                let masked = IPPrefix(IPAddress(bytes: node.address)!, length: length)!.address.bytes
+                if nodes.contains(RuleCompiler.Node(transport: node.transport, address: masked, length: length)) {
+                    depth += 1
+                }
             }
             if depth > Layout.maxNesting {
                 throw SteeringError.limit(
-                    "\(binding.transport) \(binding.prefix) lies inside \(depth - 1) other bound prefixes; the lookup"
-                        + " follows at most \(Layout.maxNesting) nested prefixes")
+                    "\(node.transport) \(IPAddress(bytes: node.address)!)/\(node.length) (as IPv6) lies inside"
+                        + " \(depth - 1) other bound prefixes; the lookup follows at most \(Layout.maxNesting) nested prefixes"
+                )
             }
         }
     }
@@ -386,6 +397,13 @@ public final class Dispatcher {
         try bindingTable().update(rawBytes(of: id), Layout.bindingRecord(binding, labelID: label))
         let numbered = RuleCompiler.Numbered(binding: binding, id: id, label: label)
         if RuleCompiler.isHostBinding(binding) {
+            // Set the port's bit first, so the entry is looked up as soon as it exists. (Unbind
+            // leaves bits set: a stale bit costs one hash lookup; the next apply rebuilds them.)
+            let word = rawBytes(
+                of: Layout.hostPortWord(slot: try activeSlot(), transport: binding.transport, port: binding.ports.lower)
+            )
+            let bits = try maps.dataPlane.hostPorts.lookup(word).map { value(UInt64.self, from: $0) } ?? 0
+            try maps.dataPlane.hostPorts.update(word, rawBytes(of: bits | 1 << UInt64(binding.ports.lower & 63)))
             let entry = RuleCompiler.hostEntry(numbered)
             try activeHosts().update(entry.key, entry.value)
         } else {
@@ -468,13 +486,17 @@ public final class Dispatcher {
 
     /// What `apply` would change.
     public func plan(_ desired: [Binding]) throws -> Plan {
+        try plan(desired, current: numberedBindings())
+    }
+
+    func plan(_ desired: [Binding], current numbered: [RuleCompiler.Numbered]) throws -> Plan {
         try Self.checkConflicts(desired)
-        let current = Set(try numberedBindings().map(\.binding))
+        let current = Set(numbered.map(\.binding))
         let wanted = Set(desired)
         return Plan(
-            added: Array(wanted.subtracting(current)).sortedByPrecedence(),
-            removed: Array(current.subtracting(wanted)).sortedByPrecedence(),
-            unchanged: current.intersection(wanted).count)
+            added: wanted.filter { !current.contains($0) }.sortedByPrecedence(),
+            removed: current.filter { !wanted.contains($0) }.sortedByPrecedence(),
+            unchanged: current.count - current.filter { !wanted.contains($0) }.count)
     }
 
     /// Makes the bindings exactly `desired`, atomically: the new rule set is built beside the
@@ -483,43 +505,59 @@ public final class Dispatcher {
     @discardableResult
     public func apply(_ desired: [Binding]) throws -> Plan {
         try requireWritable()
-        let plan = try plan(desired)
+        let current = try timed("read the current bindings") { try numberedBindings() }
+        let plan: Plan = try timed("plan") { try self.plan(desired, current: current) }
         if plan.isEmpty { return plan }
         let unique = Array(Set(desired))
-        try Self.checkNesting(unique)
-        let current = try numberedBindings()
-        var keptIDs: [Binding: UInt32] = [:]
-        for numbered in current { keptIDs[numbered.binding] = numbered.id }
-        var labels: [String: UInt32] = [:]
-        for label in Set(unique.map(\.label)) { labels[label] = try labelID(label, create: true)! }
-        let fresh = unique.filter { keptIDs[$0] == nil }
-        let freshIDs = try freeBindingIDs(excluding: Set(current.map(\.id)), count: fresh.count)
-        try resetBindingMetrics(freshIDs)
-        for (binding, id) in zip(fresh, freshIDs) { keptIDs[binding] = id }
-        let numbered = unique.map { RuleCompiler.Numbered(binding: $0, id: keptIDs[$0]!, label: labels[$0.label]!) }
+        try timed("check nesting") { () throws -> Void in try Self.checkNesting(unique) }
+        let numbered = try timed("number the bindings") { () throws -> [RuleCompiler.Numbered] in
+            var keptIDs: [Binding: UInt32] = [:]
+            for numbered in current { keptIDs[numbered.binding] = numbered.id }
+            var labels: [String: UInt32] = [:]
+            for label in Set(unique.map(\.label)) { labels[label] = try labelID(label, create: true)! }
+            let fresh = unique.filter { keptIDs[$0] == nil }
+            let freshIDs = try freeBindingIDs(excluding: Set(current.map(\.id)), count: fresh.count)
+            try resetBindingMetrics(freshIDs)
+            for (binding, id) in zip(fresh, freshIDs) { keptIDs[binding] = id }
+            return unique.map { RuleCompiler.Numbered(binding: $0, id: keptIDs[$0]!, label: labels[$0.label]!) }
+        }
 
         var meta = try maps.readMeta()
         let generation = meta.generation &+ 1
         let maxBindings = Int(meta.maxBindings)
-        let table = try StateMaps.makeBindingTable(maxBindings: maxBindings)
-        try table.updateBatch(
-            numbered.map { (rawBytes(of: $0.id), Layout.bindingRecord($0.binding, labelID: $0.label)) })
-        unlink(bindingTablePath(generation))
-        try Self.pin(table, at: bindingTablePath(generation))
+        try timed("write the binding table") { () throws -> Void in
+            let table = try StateMaps.makeBindingTable(maxBindings: maxBindings)
+            try table.updateBatch(
+                numbered.map { (rawBytes(of: $0.id), Layout.bindingRecord($0.binding, labelID: $0.label)) })
+            unlink(bindingTablePath(generation))
+            try Self.pin(table, at: bindingTablePath(generation))
+        }
         // The commit point: one update switches to the new rule set.
-        let rulesets = try install(numbered, generation: generation, maxBindings: maxBindings)
+        let rulesets = try timed("build and switch the rule set") {
+            try install(numbered, generation: generation, maxBindings: maxBindings)
+        }
         meta.generation = generation
         meta.nextRuleset = rulesets
         try maps.writeMeta(meta)
         unlink(bindingTablePath(generation &- 1))
-        try collectLabels()
+        try collectLabels(inUse: Set(numbered.map(\.label)))
         logger.info("applied", metadata: ["added": "\(plan.added.count)", "removed": "\(plan.removed.count)"])
         return plan
     }
 
+    /// Runs `body`, logging how long it took at debug level.
+    func timed<T>(_ what: String, _ body: () throws -> T) rethrows -> T {
+        let start = DispatchTime.now().uptimeNanoseconds
+        defer {
+            let milliseconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e6
+            logger.debug("\(what): \(milliseconds) ms")
+        }
+        return try body()
+    }
+
     /// Removes labels that no binding uses and no socket is registered for.
-    func collectLabels() throws {
-        let used = Set(try numberedBindings().map(\.label))
+    func collectLabels(inUse: Set<UInt32>? = nil) throws {
+        let used = try inUse ?? Set(numberedBindings().map(\.label))
         for (id, name) in try labelNames() where !used.contains(id) {
             let hasSockets = try (0..<4).contains { offset in
                 try socketCount(destination: id * 4 + UInt32(offset)) > 0

@@ -60,6 +60,29 @@ public enum Layout {
 
     static func pair(_ a: UInt32, _ b: UInt32) -> [UInt8] { rawBytes(of: a) + rawBytes(of: b) }
 
+    /// The host-port bitmap: per slot and protocol, one bit per port that some host binding
+    /// uses; a connection to a port without the bit skips the host hash.
+    static let hostPortWords = 2 * 2 * 1024
+
+    static func hostPortWord(slot: UInt32, transport: Socket.Transport, port: UInt16) -> UInt32 {
+        slot * 2048 + (transport == .udp ? 1024 : 0) + UInt32(port >> 6)
+    }
+
+    /// The bitmap words of one slot for a set of host bindings, indexed by word.
+    static func hostPortBitmap(_ bindings: [Binding], slot: UInt32) -> [UInt32: UInt64] {
+        var words: [UInt32: UInt64] = [:]
+        for transport in Socket.Transport.allCases {
+            for index in 0..<UInt32(1024) {
+                words[hostPortWord(slot: slot, transport: transport, port: UInt16(index << 6))] = 0
+            }
+        }
+        for binding in bindings {
+            let word = hostPortWord(slot: slot, transport: binding.transport, port: binding.ports.lower)
+            words[word, default: 0] |= 1 << UInt64(binding.ports.lower & 63)
+        }
+        return words
+    }
+
     /// Host-binding hash keys: `[protocol, 0] + port (host order u16) + address(16, IPv4 mapped)`.
     static let hostKeySize = 20
 

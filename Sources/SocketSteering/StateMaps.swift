@@ -11,7 +11,9 @@ struct StateMaps: Sendable {
 
     /// Pin names in the state directory.
     enum Name: String, CaseIterable {
-        case active, hosts, rules, sockets
+        case active, hosts
+        case hostPorts = "host_ports"
+        case rules, sockets
         case socketCounts = "socket_counts"
         case destinationMetrics = "destination_metrics"
         case bindingMetrics = "binding_metrics"
@@ -21,7 +23,8 @@ struct StateMaps: Sendable {
 
     var all: [(Name, Map)] {
         [
-            (.active, dataPlane.active), (.hosts, dataPlane.hosts), (.rules, dataPlane.rules),
+            (.active, dataPlane.active), (.hosts, dataPlane.hosts), (.hostPorts, dataPlane.hostPorts),
+            (.rules, dataPlane.rules),
             (.sockets, dataPlane.sockets), (.socketCounts, dataPlane.socketCounts),
             (.destinationMetrics, dataPlane.destinationMetrics), (.bindingMetrics, dataPlane.bindingMetrics),
             (.globalMetrics, dataPlane.globalMetrics), (.labels, labels), (.meta, meta),
@@ -65,7 +68,10 @@ struct StateMaps: Sendable {
         let bindings = try makeBindingTable(maxBindings: maxBindings)
         let destinations = Layout.maxDestinations
         let dataPlane = DataPlaneMaps(
-            active: active, hosts: hostSets, rules: rules,
+            active: active, hosts: hostSets,
+            hostPorts: try Map.create(
+                type: .array, keySize: 4, valueSize: 8, maxEntries: Layout.hostPortWords, name: "sksteer_hostports"),
+            rules: rules,
             sockets: try Map.create(
                 type: .sockMap, keySize: 4, valueSize: 8, maxEntries: destinations * Layout.socketsPerDestination,
                 name: "sksteer_sockets"),
@@ -99,7 +105,8 @@ struct StateMaps: Sendable {
         }
         return StateMaps(
             dataPlane: DataPlaneMaps(
-                active: try pinned(.active), hosts: try pinned(.hosts), rules: try pinned(.rules),
+                active: try pinned(.active), hosts: try pinned(.hosts), hostPorts: try pinned(.hostPorts),
+                rules: try pinned(.rules),
                 sockets: try pinned(.sockets), socketCounts: try pinned(.socketCounts),
                 destinationMetrics: try pinned(.destinationMetrics), bindingMetrics: try pinned(.bindingMetrics),
                 globalMetrics: try pinned(.globalMetrics)),

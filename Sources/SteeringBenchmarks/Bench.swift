@@ -287,32 +287,34 @@ public enum Bench {
         final class State: Sendable {
             let count = Atomic<Int>(0)
             let stop = Atomic<Bool>(false)
-            let finished = Atomic<Bool>(false)
+            /// When the last datagram or connection arrived (uptime ns).
+            let last = Atomic<UInt64>(0)
         }
         let socket: Socket
         let state = State()
+        let thread: JoinableThread
         var count: Int { state.count.load(ordering: .relaxed) }
 
         init(_ socket: Socket) throws {
             self.socket = socket
             try socket.setTimeout(milliseconds: 50)
             let state = self.state
-            let thread = Thread {
+            thread = try JoinableThread {
                 while !state.stop.load(ordering: .relaxed) {
-                    if socket.transport == .tcp {
-                        if (try? socket.accept()) != nil { state.count.add(1, ordering: .relaxed) }
-                    } else if (try? socket.receive(maximum: 64)) != nil {
+                    let arrived =
+                        socket.transport == .tcp
+                        ? (try? socket.accept()) != nil : (try? socket.receive(maximum: 64)) != nil
+                    if arrived {
                         state.count.add(1, ordering: .relaxed)
+                        state.last.store(DispatchTime.now().uptimeNanoseconds, ordering: .relaxed)
                     }
                 }
-                state.finished.store(true, ordering: .relaxed)
             }
-            thread.start()
         }
 
         func finish() {
             state.stop.store(true, ordering: .relaxed)
-            while !state.finished.load(ordering: .relaxed) { usleep(1_000) }
+            thread.join()
         }
     }
 
@@ -378,7 +380,8 @@ public enum Bench {
                     if received >= n { break }
                     usleep(1_000)
                 }
-                let udpElapsed = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+                // Until the last datagram arrived (waiting for lost ones is not counted).
+                let udpElapsed = Double(max(sink.state.last.load(ordering: .relaxed), start + 1) - start) / 1e9
                 udpRates[target.name, default: []].append(Double(received) / udpElapsed)
             }
             say("    round \(round + 1)/\(options.rounds) done")

@@ -211,9 +211,12 @@ struct FileArgument: ParsableArguments {
     }
 }
 
-func printPlan(_ plan: Dispatcher.Plan, applied: Bool) {
-    for binding in plan.removed { print("- \(binding)") }
-    for binding in plan.added { print("+ \(binding)") }
+func printPlan(_ plan: Dispatcher.Plan, applied: Bool, all: Bool) {
+    let limit = all ? Int.max : 50
+    for binding in plan.removed.prefix(limit) { print("- \(binding)") }
+    if plan.removed.count > limit { print("- … and \(plan.removed.count - limit) more (--all lists them)") }
+    for binding in plan.added.prefix(limit) { print("+ \(binding)") }
+    if plan.added.count > limit { print("+ … and \(plan.added.count - limit) more (--all lists them)") }
     let verb = applied ? "applied" : "would apply"
     print("\(verb): \(plan.added.count) added, \(plan.removed.count) removed, \(plan.unchanged) unchanged")
 }
@@ -223,12 +226,13 @@ struct Plan: ParsableCommand {
     @OptionGroup var state: StateOptions
     @OptionGroup var input: FileArgument
     @Option(help: "Output format: text or json.") var format: OutputFormat = .text
+    @Flag(help: "List every change, not the first 50 of each kind.") var all = false
     func run() throws {
         try reporting {
             let bindings = try input.bindings()
             let plan = try steering { try state.open(readOnly: true).plan(bindings) }
             if format == .json { return try printJSON(plan) }
-            printPlan(plan, applied: false)
+            printPlan(plan, applied: false, all: all)
         }
     }
 }
@@ -242,12 +246,13 @@ struct Apply: ParsableCommand {
     @OptionGroup var state: StateOptions
     @OptionGroup var input: FileArgument
     @Option(help: "Output format: text or json.") var format: OutputFormat = .text
+    @Flag(help: "List every change, not the first 50 of each kind.") var all = false
     func run() throws {
         try reporting {
             let bindings = try input.bindings()
             let plan = try steering { try state.open().apply(bindings) }
             if format == .json { return try printJSON(plan) }
-            printPlan(plan, applied: true)
+            printPlan(plan, applied: true, all: all)
         }
     }
 }

@@ -41,13 +41,3 @@ enum TestPrograms {
         }
     }
 }
-
-/// Whether a TCP connection to `endpoint` is refused (run inside the namespace).
-func isRefused(_ endpoint: Endpoint) -> Bool {
-    do {
-        _ = try Socket.connected(.tcp, to: endpoint.address, port: endpoint.port)
-        return false
-    } catch {
-        return error.code == ECONNREFUSED
-    }
-}

@@ -139,7 +139,7 @@ struct LinkTests {
             let done = Atomic<Bool>(false)
             let results = Mutex<(ok: Int, failed: [String], names: Set<String>)>((0, [], []))
             let target = Endpoint(IPAddress.v4(127, 0, 0, 9), 9999)  // nothing bound there
-            let client = Thread {
+            let client = try JoinableThread {
                 _ = try? namespace.run {
                     while !done.load(ordering: .relaxed) {
                         do {
@@ -166,24 +166,4 @@ struct LinkTests {
             #expect(final.names == ["A", "B"])
         }
     }
-}
-
-/// A joinable thread for tests.
-final class Thread: @unchecked Sendable {
-    private var handle = pthread_t()
-    private let body: @Sendable () -> Void
-
-    init(_ body: @escaping @Sendable () -> Void) {
-        self.body = body
-        let unmanaged = Unmanaged.passRetained(self)
-        pthread_create(
-            &handle, nil,
-            { raw in
-                let thread = Unmanaged<Thread>.fromOpaque(raw!).takeRetainedValue()
-                thread.body()
-                return nil
-            }, unmanaged.toOpaque())
-    }
-
-    func join() { pthread_join(handle, nil) }
 }

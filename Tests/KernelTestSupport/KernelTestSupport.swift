@@ -30,3 +30,13 @@ public func settledDescriptorCount(expecting expected: Int? = nil) -> Int {
     }
     return count
 }
+
+/// Whether a TCP connection to `endpoint` is refused (run inside the namespace).
+public func isRefused(_ endpoint: Endpoint) -> Bool {
+    do {
+        _ = try Socket.connected(.tcp, to: endpoint.address, port: endpoint.port)
+        return false
+    } catch {
+        return error.code == ECONNREFUSED
+    }
+}

@@ -6,16 +6,6 @@ import SKLookup
     import Glibc
 #endif
 
-/// Whether a TCP connection to `endpoint` is refused (run inside the namespace).
-func isRefused(_ endpoint: Endpoint) -> Bool {
-    do {
-        _ = try Socket.connected(.tcp, to: endpoint.address, port: endpoint.port)
-        return false
-    } catch {
-        return error.code == ECONNREFUSED
-    }
-}
-
 /// Whether a UDP datagram to `endpoint` goes unanswered.
 func isUnanswered(_ endpoint: Endpoint) -> Bool {
     (try? NameServer.ask(.udp, endpoint, timeoutMilliseconds: 300)) == nil

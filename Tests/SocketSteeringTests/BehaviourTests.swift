@@ -243,7 +243,7 @@ func underLoad(
     let outcome = Mutex(LoadOutcome())
     let namespace = f.namespace
     let endpoint = Endpoint(IPAddress(address)!, port)
-    let client = ClientThread {
+    let client = try JoinableThread {
         _ = try? namespace.run {
             while !done.load(ordering: .relaxed) {
                 let answer: String
@@ -267,28 +267,4 @@ func underLoad(
     done.store(true, ordering: .relaxed)
     client.join()
     return outcome.withLock { $0 }
-}
-
-final class ClientThread: @unchecked Sendable {
-    private var handle = pthread_t()
-    private var joined = false
-    private let body: @Sendable () -> Void
-
-    init(_ body: @escaping @Sendable () -> Void) {
-        self.body = body
-        let unmanaged = Unmanaged.passRetained(self)
-        pthread_create(
-            &handle, nil,
-            { raw in
-                let thread = Unmanaged<ClientThread>.fromOpaque(raw!).takeRetainedValue()
-                thread.body()
-                return nil
-            }, unmanaged.toOpaque())
-    }
-
-    func join() {
-        if joined { return }
-        joined = true
-        pthread_join(handle, nil)
-    }
 }
