@@ -35,10 +35,12 @@ extension Dispatcher {
     /// Registers the sockets systemd passed by socket activation (`LISTEN_FDS`, from fd 3;
     /// `LISTEN_PID` must be this process when set; `LISTEN_FDNAMES` names them).
     ///
-    /// - Parameter name: register only the descriptors with this `LISTEN_FDNAMES` name.
+    /// - Parameters:
+    ///   - name: register only the descriptors with this `LISTEN_FDNAMES` name.
+    ///   - firstDescriptor: where the passed descriptors start (`SD_LISTEN_FDS_START`, 3).
     @discardableResult
     public func registerActivatedSockets(
-        label: String, name: String? = nil, environment: [String: String]
+        label: String, name: String? = nil, environment: [String: String], firstDescriptor: Int32 = 3
     ) throws -> [Registration] {
         try requireWritable()
         guard let countText = environment["LISTEN_FDS"], let count = Int32(countText), count > 0 else {
@@ -57,14 +59,15 @@ extension Dispatcher {
             let fdName = index < names.count ? names[Int(index)] : "unknown"
             if let name, fdName != name { continue }
             // Borrow the descriptor: it stays open for the service.
-            let copy = dup(3 + index)
+            let number = firstDescriptor + index
+            let copy = dup(number)
             guard copy >= 0 else {
-                throw SteeringError.invalidInput("descriptor \(3 + index) from LISTEN_FDS is not open")
+                throw SteeringError.invalidInput("descriptor \(number) from LISTEN_FDS is not open")
             }
             let descriptor = OwnedFileDescriptor(adopting: copy)
             let facts = try Socket.facts(of: descriptor)
             guard let transport = facts.transport else {
-                throw SteeringError.unsuitableSocket("descriptor \(3 + index) (\(fdName)) is not a TCP or UDP socket")
+                throw SteeringError.unsuitableSocket("descriptor \(number) (\(fdName)) is not a TCP or UDP socket")
             }
             result += try register(
                 Socket(adopting: descriptor, transport: transport, family: facts.family), label: label)

@@ -59,8 +59,14 @@ extension Dispatcher {
         let names = try labelNames()
         var bindings: [BindingStatus] = []
         let metrics = maps.dataPlane.bindingMetrics
+        // Many bindings: one batch read of the whole array beats a lookup per binding.
+        var all: [UInt32: [UInt8]] = [:]
+        if numbered.count > 1_000 {
+            for (key, value) in try metrics.entries() { all[BPF.value(UInt32.self, from: key)] = value }
+        }
         for entry in numbered {
-            let counters = try metrics.lookup(rawBytes(of: entry.id)) ?? []
+            let counters =
+                numbered.count > 1_000 ? all[entry.id] ?? [] : try metrics.lookup(rawBytes(of: entry.id)) ?? []
             func counter(_ c: Layout.BindingCounter) -> UInt64 {
                 counters.count >= (c.rawValue + 1) * 8
                     ? value(UInt64.self, from: counters[(c.rawValue * 8)..<(c.rawValue * 8 + 8)]) : 0

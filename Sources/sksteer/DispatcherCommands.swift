@@ -18,6 +18,18 @@ struct StateOptions: ParsableArguments {
     @Flag(name: .shortAndLong, help: "Log what is done, to standard error.")
     var verbose = false
 
+    @Option(help: "Output format: text or json.")
+    var format: OutputFormat = .text
+
+    /// Prints the outcome of a change: its text line, or `{"result": …, fields}` as JSON.
+    func report(_ text: String, _ fields: [String: String] = [:]) throws {
+        if format == .json {
+            try printJSON(fields.merging(["result": text]) { a, _ in a })
+        } else {
+            print(text)
+        }
+    }
+
     func namespace() throws -> NetworkNamespace { try kernel { try NetworkNamespace.open(path: netns) } }
 
     func logger() -> Logger {
@@ -59,7 +71,7 @@ struct Load: ParsableCommand {
                 try Dispatcher.load(
                     namespace: state.namespace(), bpffs: state.bpffs, maxBindings: maxBindings, logger: state.logger())
             }
-            print("loaded: \(dispatcher.directory)")
+            try state.report("loaded", ["directory": dispatcher.directory])
         }
     }
 }
@@ -71,7 +83,7 @@ struct Unload: ParsableCommand {
     func run() throws {
         try reporting {
             try steering { try Dispatcher.unload(namespace: state.namespace(), bpffs: state.bpffs) }
-            print("unloaded")
+            try state.report("unloaded")
         }
     }
 }
@@ -80,13 +92,12 @@ struct Upgrade: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Swap in this sksteer's program without dropping a connection, migrating older state.")
     @OptionGroup var state: StateOptions
-    @Option(help: "Output format: text or json.") var format: OutputFormat = .text
     func run() throws {
         try reporting {
             let result = try steering {
                 try Dispatcher.upgrade(namespace: state.namespace(), bpffs: state.bpffs, logger: state.logger())
             }
-            if format == .json { return try printJSON(result) }
+            if state.format == .json { return try printJSON(result) }
             print(
                 "program #\(result.previousProgramID) (tag \(result.previousTag)) → #\(result.programID) (tag \(result.tag))"
             )
@@ -126,7 +137,7 @@ struct Bind: ParsableCommand {
         try reporting {
             let binding = try arguments.binding()
             let change = try steering { try state.open().bind(binding) }
-            print(change == .unchanged ? "already bound: \(binding)" : "bound: \(binding)")
+            try state.report(change == .unchanged ? "already bound" : "bound", ["binding": binding.description])
         }
     }
 }
@@ -139,7 +150,7 @@ struct Unbind: ParsableCommand {
         try reporting {
             let binding = try arguments.binding()
             try steering { try state.open().unbind(binding) }
-            print("unbound: \(binding)")
+            try state.report("unbound", ["binding": binding.description])
         }
     }
 }
@@ -152,7 +163,6 @@ struct Bindings: ParsableCommand {
     @Argument(help: "tcp, udp or any.") var proto: String?
     @Argument(help: "An address or prefix.") var prefix: String?
     @Argument(help: "A port.") var port: UInt16?
-    @Option(help: "Output format: text or json.") var format: OutputFormat = .text
 
     func run() throws {
         try reporting {
@@ -183,7 +193,7 @@ struct Bindings: ParsableCommand {
                 }
                 return true
             }
-            if format == .json { return try printJSON(rows) }
+            if state.format == .json { return try printJSON(rows) }
             printTable(
                 ["PROTOCOL", "PREFIX", "PORTS", "LABEL", "LOOKUPS", "MISSES", "ERRORS"],
                 rows.map {
@@ -225,13 +235,12 @@ struct Plan: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Show what apply would change.")
     @OptionGroup var state: StateOptions
     @OptionGroup var input: FileArgument
-    @Option(help: "Output format: text or json.") var format: OutputFormat = .text
     @Flag(help: "List every change, not the first 50 of each kind.") var all = false
     func run() throws {
         try reporting {
             let bindings = try input.bindings()
             let plan = try steering { try state.open(readOnly: true).plan(bindings) }
-            if format == .json { return try printJSON(plan) }
+            if state.format == .json { return try printJSON(plan) }
             printPlan(plan, applied: false, all: all)
         }
     }
@@ -245,19 +254,27 @@ struct Apply: ParsableCommand {
     )
     @OptionGroup var state: StateOptions
     @OptionGroup var input: FileArgument
-    @Option(help: "Output format: text or json.") var format: OutputFormat = .text
     @Flag(help: "List every change, not the first 50 of each kind.") var all = false
     func run() throws {
         try reporting {
             let bindings = try input.bindings()
             let plan = try steering { try state.open().apply(bindings) }
-            if format == .json { return try printJSON(plan) }
+            if state.format == .json { return try printJSON(plan) }
             printPlan(plan, applied: true, all: all)
         }
     }
 }
 
-func printRegistrations(_ registrations: [Dispatcher.Registration]) {
+func printRegistrations(_ registrations: [Dispatcher.Registration], format: OutputFormat) throws {
+    if format == .json {
+        return try printJSON(
+            registrations.map {
+                [
+                    "destination": $0.destination.description, "socket": hexCookie($0.cookie), "slot": "\($0.slot)",
+                    "result": $0.alreadyRegistered ? "already registered" : "registered",
+                ]
+            })
+    }
     for registration in registrations { print(registration.description) }
 }
 
@@ -273,7 +290,7 @@ struct Register: ParsableCommand {
                 try state.open().registerActivatedSockets(
                     label: label, name: name, environment: ProcessInfo.processInfo.environment)
             }
-            printRegistrations(registrations)
+            try printRegistrations(registrations, format: state.format)
         }
     }
 }
@@ -306,7 +323,7 @@ struct RegisterPID: ParsableCommand {
                 try state.open().register(
                     fromProcess: process, label: label, transport: transport, address: address, port: port)
             }
-            printRegistrations(registrations)
+            try printRegistrations(registrations, format: state.format)
         }
     }
 }
@@ -324,7 +341,7 @@ struct Unregister: ParsableCommand {
             }
             guard ["ipv4", "ipv6"].contains(family) else { throw ToolError("family '\(family)' is not ipv4 or ipv6") }
             try steering { try state.open().unregister(label: label, transport: transport, ipv6: family == "ipv6") }
-            print("unregistered: \(label) \(family) \(transport)")
+            try state.report("unregistered", ["destination": "\(label) \(family) \(transport)"])
         }
     }
 }
@@ -333,7 +350,6 @@ struct Status: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Show bindings, destinations, sockets and counters.")
     @OptionGroup var state: StateOptions
     @Argument(help: "Only this label.") var label: String?
-    @Option(help: "Output format: text or json.") var format: OutputFormat = .text
     func run() throws {
         try reporting {
             var status = try steering { try state.open(readOnly: true).status() }
@@ -341,7 +357,7 @@ struct Status: ParsableCommand {
                 status.bindings = status.bindings.filter { $0.binding.label == label }
                 status.destinations = status.destinations.filter { $0.destination.label == label }
             }
-            if format == .json { return try printJSON(status) }
+            if state.format == .json { return try printJSON(status) }
             print(
                 "netns \(status.namespace), state \(status.directory) (layout \(status.schema), generation \(status.generation))"
             )
@@ -387,7 +403,6 @@ struct Explain: ParsableCommand {
     @Argument(help: "The destination address.") var ip: String
     @Argument(help: "The destination port.") var port: UInt16
     @Option(help: "The source, IP:PORT.") var from: String?
-    @Option(help: "Output format: text or json.") var format: OutputFormat = .text
 
     func run() throws {
         try reporting {
@@ -408,7 +423,7 @@ struct Explain: ParsableCommand {
             let explanation = try steering {
                 try state.open(readOnly: true).explain(transport, address, port, from: source)
             }
-            if format == .json { return try printJSON(explanation) }
+            if state.format == .json { return try printJSON(explanation) }
             print("connection  \(explanation.connection)")
             print("binding     \(explanation.binding.map(\.description) ?? "none")")
             print(

@@ -1,6 +1,8 @@
 import BPF
 import BPFAssembly
+import Dispatch
 import KernelTestSupport
+import Synchronization
 import Testing
 
 #if canImport(Glibc)
@@ -96,6 +98,28 @@ struct MapTests {
             #expect(try sockets.cookie(at: 0) == nil)
             #expect(try hash.cookie(for: 42) == nil)
             #expect(try sockets.remove(1))
+        }
+    }
+
+    /// Map handles are Sendable: concurrent threads update and read one map safely.
+    @Test func concurrentThreadsShareAMap() throws {
+        try exclusively {
+            let map = try HashMap<UInt32, UInt64>.create(maxEntries: 4096, name: "shared")
+            let failures = Mutex(0)
+            DispatchQueue.concurrentPerform(iterations: 8) { task in
+                for i in 0..<256 {
+                    let key = UInt32(task * 256 + i)
+                    do {
+                        try map.update(key, UInt64(key) * 3)
+                        if try map.lookup(key) != UInt64(key) * 3 { failures.withLock { $0 += 1 } }
+                    } catch {
+                        failures.withLock { $0 += 1 }
+                    }
+                }
+            }
+            #expect(failures.withLock { $0 } == 0)
+            #expect(try map.keys().count == 2048)
+            #expect(try map.lookup(2047) == 6141)
         }
     }
 }

@@ -60,6 +60,17 @@ struct ProgramTests {
         }
     }
 
+    @Test func anUnknownProgramTypeSaysTheKernelIsTooOld() {
+        exclusively {
+            #expect {
+                _ = try Program.load(TestPrograms.pass, type: ProgramType(rawValue: 999))
+            } throws: { error in
+                let e = error as? BPFError
+                return e?.code == EINVAL && e?.hint?.contains("too old") == true
+            }
+        }
+    }
+
     @Test func aMapNamedButNotGivenIsAClearError() throws {
         let program = try assemble {
             Statement.loadMap(.r1, MapReference(name: "sockets"))

@@ -17,6 +17,7 @@ private let kernelLock = Mutex(())
 
 /// Runs kernel-facing test code one at a time across the whole test process, so that fd
 /// counts and timings of one test are not disturbed by another.
+@discardableResult
 public func exclusively<T>(_ body: () throws -> T) rethrows -> T {
     try kernelLock.withLock { _ in try body() }
 }

@@ -268,3 +268,133 @@ func underLoad(
     client.join()
     return outcome.withLock { $0 }
 }
+
+@Suite(needsRoot)
+struct InterfaceTests {
+    /// systemd socket activation: LISTEN_FDS, LISTEN_FDNAMES, LISTEN_PID.
+    @Test func registersActivatedSockets() throws {
+        try exclusively {
+            let f = try Fixture()
+            let web = try f.serve("web", .tcp, .loopback4, 7960)
+            let dns = try f.serve("dns", .udp, .loopback4, 7961)
+            // Two consecutive descriptors, as systemd passes them.
+            let (first, second) = web.socket.descriptor.withRawValue { a in
+                dns.socket.descriptor.withRawValue { b -> (Int32, Int32) in
+                    let base = fcntl(a, F_DUPFD, 200)
+                    let next = dup2(b, base + 1)
+                    return (base, next)
+                }
+            }
+            defer {
+                close(first)
+                close(second)
+            }
+            var environment = ["LISTEN_FDS": "2", "LISTEN_FDNAMES": "web:dns", "LISTEN_PID": "\(getpid())"]
+            let named = try f.dispatcher().registerActivatedSockets(
+                label: "svc", name: "dns", environment: environment, firstDescriptor: first)
+            #expect(named.map(\.destination.transport) == [.udp])
+            let all = try f.dispatcher().registerActivatedSockets(
+                label: "svc", environment: environment, firstDescriptor: first)
+            #expect(all.count == 2)
+            #expect(all.first { $0.destination.transport == .udp }?.alreadyRegistered == true)
+            try f.bind("svc", "tcp", "127.0.0.1", "80")
+            try f.bind("svc", "udp", "127.0.0.53", "53")
+            #expect(try f.land(.tcp, "127.0.0.1", 80) == "web")
+            #expect(try f.land(.udp, "127.0.0.53", 53) == "dns")
+            environment["LISTEN_PID"] = "1"
+            #expect(throws: SteeringError.self) {
+                try f.dispatcher().registerActivatedSockets(
+                    label: "svc", environment: environment, firstDescriptor: first)
+            }
+            #expect(throws: SteeringError.self) {
+                try f.dispatcher().registerActivatedSockets(label: "svc", environment: [:])
+            }
+        }
+    }
+
+    /// `sksteer metrics --listen` serves Prometheus text over HTTP.
+    @Test func metricsOverHTTP() throws {
+        try exclusively {
+            let f = try Fixture()
+            try f.serve("web", .tcp, .loopback4, 7970, label: "web")
+            try f.bind("web", "tcp", "127.0.0.1", "80")
+            #expect(try f.land(.tcp, "127.0.0.1", 80) == "web")
+            let (server, _) = try f.sksteer(["metrics", "--listen", "127.0.0.1:9464", "--max-requests", "2"])
+            defer { if server.isRunning { kill(server.processIdentifier, SIGKILL) } }
+            func get(_ path: String) throws -> String {
+                var last: Error?
+                for _ in 0..<100 {
+                    do {
+                        return try f.namespace.run { () -> String in
+                            let client = try Socket.connected(.tcp, to: .loopback4, port: 9464)
+                            try client.send(Array("GET \(path) HTTP/1.1\r\nHost: x\r\n\r\n".utf8))
+                            var response: [UInt8] = []
+                            while true {
+                                let chunk = try client.receive()
+                                if chunk.isEmpty { break }
+                                response += chunk
+                            }
+                            return String(decoding: response, as: UTF8.self)
+                        }
+                    } catch {
+                        last = error
+                        usleep(50_000)
+                    }
+                }
+                throw last!
+            }
+            let metrics = try get("/metrics")
+            #expect(metrics.hasPrefix("HTTP/1.1 200 OK"))
+            #expect(
+                metrics.contains(
+                    #"sksteer_binding_lookups_total{label="web",protocol="tcp",prefix="127.0.0.1/32",ports="80"} 1"#))
+            #expect(try get("/other").hasPrefix("HTTP/1.1 404"))
+            server.waitUntilExit()
+            #expect(server.terminationStatus == 0)
+        }
+    }
+
+    /// The state directory lets the owning group read, and nobody else in.
+    @Test func stateDirectoryPermissions() throws {
+        try exclusively {
+            let f = try Fixture()
+            let directory = try f.dispatcher(readOnly: true).directory
+            var info = stat()
+            #expect(stat(directory, &info) == 0)
+            #expect(info.st_mode & 0o777 == 0o750)
+            for name in ["link", "program", "rules", "sockets", "meta"] {
+                #expect(stat("\(directory)/\(name)", &info) == 0)
+                #expect(info.st_mode & 0o777 == 0o640, "\(name)")
+            }
+        }
+    }
+
+    /// Every bad input gets one line on standard error and exit status 1, and changes nothing.
+    @Test func badInputFromTheCommandLine() throws {
+        try exclusively {
+            let f = try Fixture()
+            #expect(try f.runSksteer(["bind", "web", "tcp", "127.0.0.1", "80"]).status == 0)
+            let bad: [[String]] = [
+                ["bind", "web", "tcp", "127.0.0.300", "80"], ["bind", "web", "tcp", "127.0.0.1", "70000"],
+                ["bind", "web", "tcp", "127.0.0.1", "9-3"], ["bind", "web", "icmp", "127.0.0.1", "80"],
+                ["bind", "other", "tcp", "127.0.0.1", "80"], ["unbind", "nobody", "tcp", "127.0.0.1", "80"],
+                ["unregister", "nobody", "tcp", "ipv4"], ["register-pid", "999999", "web", "tcp", "127.0.0.1", "80"],
+                ["explain", "tcp", "not-an-ip", "80"], ["apply", "/nonexistent"],
+                ["status", "--netns", "/nonexistent"],
+            ]
+            for arguments in bad {
+                let result = try f.runSksteer(arguments)
+                #expect(result.status == 1, "\(arguments)")
+                let lines = result.errors.split(separator: "\n")
+                #expect(lines.count == 1 && lines[0].hasPrefix("sksteer: "), "\(arguments): \(result.errors)")
+            }
+            #expect(try f.dispatcher(readOnly: true).bindings() == [binding("web", "tcp", "127.0.0.1", "80")])
+            // Not loaded: a clear line too.
+            try Dispatcher.unload(namespace: f.namespace, bpffs: f.bpffs.path)
+            let unloaded = try f.runSksteer(["status"])
+            #expect(unloaded.status == 1 && unloaded.errors.contains("not loaded"), "\(unloaded.errors)")
+            let json = try f.runSksteer(["load", "--format", "json"])
+            #expect(json.status == 0 && json.output.contains("\"result\" : \"loaded\""), "\(json.output)")
+        }
+    }
+}

@@ -79,13 +79,15 @@ func sksteerExecutable() -> URL? {
 
 /// Starts a process inside the namespace (a child inherits the namespace of the thread
 /// that starts it). Its standard output is returned as a pipe.
-func spawn(in namespace: NetworkNamespace, _ executable: URL, _ arguments: [String]) throws -> (Process, Pipe) {
+func spawn(in namespace: NetworkNamespace, _ executable: URL, _ arguments: [String], errors: Pipe? = nil) throws -> (
+    Process, Pipe
+) {
     let process = Process()
     process.executableURL = executable
     process.arguments = arguments
     let output = Pipe()
     process.standardOutput = output
-    process.standardError = FileHandle.nullDevice
+    process.standardError = errors ?? FileHandle.nullDevice
     process.standardInput = FileHandle.nullDevice
     try namespace.run { try process.run() }
     return (process, output)
@@ -96,5 +98,19 @@ extension Fixture {
     func sksteer(_ arguments: [String]) throws -> (Process, Pipe) {
         guard let executable = sksteerExecutable() else { throw SteeringError.notLoaded("sksteer is not built") }
         return try spawn(in: namespace, executable, arguments + ["--bpffs", bpffs.path])
+    }
+}
+
+extension Fixture {
+    /// Runs sksteer to completion: exit status, standard output and standard error.
+    func runSksteer(_ arguments: [String]) throws -> (status: Int32, output: String, errors: String) {
+        guard let executable = sksteerExecutable() else { throw SteeringError.notLoaded("sksteer is not built") }
+        let errors = Pipe()
+        let (process, output) = try spawn(
+            in: namespace, executable, arguments + ["--bpffs", bpffs.path], errors: errors)
+        let out = output.fileHandleForReading.readDataToEndOfFile()
+        let err = errors.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return (process.terminationStatus, String(decoding: out, as: UTF8.self), String(decoding: err, as: UTF8.self))
     }
 }
