@@ -73,17 +73,11 @@ enum DataPlane {
             }
             // The active rule set: its slot, then its host hash and its trie.
             Instruction.st(.w, .r10, scratchKey, 0)
-            Statement.loadMap(.r1, maps.active)
-            Instruction.mov(.r2, .r10)
-            Instruction.add(.r2, Int32(scratchKey))
-            Instruction.call(.mapLookupElem)
+            lookup(maps.active, keyAt: scratchKey)
             Statement.jump(.jeq, .r0, 0, to: notLoaded)
             Instruction.ldx(.w, .r2, .r0, 0)
             Instruction.stx(.w, .r10, .r2, generationSlot)
-            Statement.loadMap(.r1, maps.rules)
-            Instruction.mov(.r2, .r10)
-            Instruction.add(.r2, Int32(generationSlot))
-            Instruction.call(.mapLookupElem)
+            lookup(maps.rules, keyAt: generationSlot)
             Statement.jump(.jeq, .r0, 0, to: notLoaded)
             Instruction.mov(trie, .r0)
 
@@ -114,10 +108,7 @@ enum DataPlane {
             Instruction.rsh32(.r3, 6)
             Instruction.add32(.r2, .r3)
             Instruction.stx(.w, .r10, .r2, hashSlot)
-            Statement.loadMap(.r1, maps.hostPorts)
-            Instruction.mov(.r2, .r10)
-            Instruction.add(.r2, Int32(hashSlot))
-            Instruction.call(.mapLookupElem)
+            lookup(maps.hostPorts, keyAt: hashSlot)
             Statement.jump(.jeq, .r0, 0, to: noHosts)
             Instruction.ldx(.dw, .r4, .r0, 0)
             SKLookup.getLocalPort(ctx, into: .r3)
@@ -126,15 +117,9 @@ enum DataPlane {
             Instruction.and(.r4, 1)
             Statement.jump(.jeq, .r4, 0, to: noHosts)
             // A host binding is the most specific there is: a hit ends the search.
-            Statement.loadMap(.r1, maps.hosts)
-            Instruction.mov(.r2, .r10)
-            Instruction.add(.r2, Int32(generationSlot))
-            Instruction.call(.mapLookupElem)
+            lookup(maps.hosts, keyAt: generationSlot)
             Statement.jump(.jeq, .r0, 0, to: noHosts)
-            Instruction.mov(.r1, .r0)
-            Instruction.mov(.r2, .r10)
-            Instruction.add(.r2, Int32(hostKey))
-            Instruction.call(.mapLookupElem)
+            lookup(inMapAt: .r0, keyAt: hostKey)
             Statement.jump(.jne, .r0, 0, to: found)
             noHosts
 
@@ -155,20 +140,14 @@ enum DataPlane {
 
             // Longest prefix first; if its rule set lacks the port, the next shorter prefix.
             for _ in 0..<Layout.maxNesting {
-                Instruction.mov(.r1, trie)
-                Instruction.mov(.r2, .r10)
-                Instruction.add(.r2, Int32(prefixKey))
-                Instruction.call(.mapLookupElem)
+                lookup(inMapAt: trie, keyAt: prefixKey)
                 Statement.jump(.jeq, .r0, 0, to: nomatch)
                 Instruction.ldx(.w, .r2, .r0, 0)
                 Instruction.stx(.w, .r10, .r2, portKey + 8)
                 Instruction.ldx(.w, .r3, .r0, 4)
                 Instruction.sub(.r3, 1)
                 Instruction.stx(.w, .r10, .r3, prefixKey)
-                Instruction.mov(.r1, trie)
-                Instruction.mov(.r2, .r10)
-                Instruction.add(.r2, Int32(portKey))
-                Instruction.call(.mapLookupElem)
+                lookup(inMapAt: trie, keyAt: portKey)
                 Statement.jump(.jne, .r0, 0, to: found)
                 Instruction.ldx(.w, .r3, .r10, prefixKey)
                 Statement.jump(.jlt, .r3, 32, to: nomatch)
@@ -197,10 +176,7 @@ enum DataPlane {
             }
 
             // How many socket slots the destination uses.
-            Statement.loadMap(.r1, maps.socketCounts)
-            Instruction.mov(.r2, .r10)
-            Instruction.add(.r2, Int32(destinationSlot))
-            Instruction.call(.mapLookupElem)
+            lookup(maps.socketCounts, keyAt: destinationSlot)
             Statement.jump(.jeq, .r0, 0, to: miss)
             Instruction.ldx(.w, .r2, .r0, 0)
             Statement.jump(.jeq, .r2, 0, to: miss)
@@ -212,10 +188,7 @@ enum DataPlane {
             Instruction.ldx(.w, .r4, .r10, destinationSlot)
             Instruction.mul32(.r4, Int32(Layout.socketsPerDestination))
             Instruction.stx(.w, .r10, .r4, scratchKey)
-            Statement.loadMap(.r1, maps.sockets)
-            Instruction.mov(.r2, .r10)
-            Instruction.add(.r2, Int32(scratchKey))
-            Instruction.call(.mapLookupElem)
+            lookup(maps.sockets, keyAt: scratchKey)
             Statement.jump(.jne, .r0, 0, to: assign)
             Statement.ja(to: miss)
             hashed
@@ -243,10 +216,7 @@ enum DataPlane {
                 Instruction.mul32(.r4, Int32(Layout.socketsPerDestination))
                 Instruction.add32(.r4, .r3)
                 Instruction.stx(.w, .r10, .r4, scratchKey)
-                Statement.loadMap(.r1, maps.sockets)
-                Instruction.mov(.r2, .r10)
-                Instruction.add(.r2, Int32(scratchKey))
-                Instruction.call(.mapLookupElem)
+                lookup(maps.sockets, keyAt: scratchKey)
                 Statement.jump(.jne, .r0, 0, to: assign)
             }
             Statement.ja(to: miss)
@@ -304,10 +274,7 @@ enum DataPlane {
             nomatch
             counting("nomatch") {
                 Instruction.st(.w, .r10, scratchKey, 0)
-                Statement.loadMap(.r1, maps.globalMetrics)
-                Instruction.mov(.r2, .r10)
-                Instruction.add(.r2, Int32(scratchKey))
-                Instruction.call(.mapLookupElem)
+                lookup(maps.globalMetrics, keyAt: scratchKey)
                 Instruction.jump(.jeq, .r0, 0, offset: 3)
                 Instruction.ldx(.dw, .r1, .r0, 0)
                 Instruction.add(.r1, 1)
@@ -316,6 +283,22 @@ enum DataPlane {
             notLoaded
             SKLookup.pass()
         }
+    }
+
+    /// `r0 = bpf_map_lookup_elem(map, r10 + key)`: the value, or NULL.
+    private static func lookup(_ map: Map, keyAt key: Int16) -> [Statement] {
+        [
+            .loadMap(.r1, map), .instruction(.mov(.r2, .r10)), .instruction(.add(.r2, Int32(key))),
+            .instruction(.call(.mapLookupElem)),
+        ]
+    }
+
+    /// `r0 = bpf_map_lookup_elem(register, r10 + key)`, for an inner map found by a lookup.
+    private static func lookup(inMapAt register: Register, keyAt key: Int16) -> [Statement] {
+        [
+            .instruction(.mov(.r1, register)), .instruction(.mov(.r2, .r10)), .instruction(.add(.r2, Int32(key))),
+            .instruction(.call(.mapLookupElem)),
+        ]
     }
 
     /// Wraps statements so they run only for real traffic (ingress interface ≠ 0), not in test runs.
@@ -328,11 +311,7 @@ enum DataPlane {
 
     /// `binding_metrics[binding].counter += 1`, atomically (the array is shared by all CPUs).
     private static func bindingCounter(_ maps: DataPlaneMaps, _ counter: Layout.BindingCounter) -> [Statement] {
-        [
-            .loadMap(.r1, maps.bindingMetrics),
-            .instruction(.mov(.r2, .r10)),
-            .instruction(.add(.r2, Int32(bindingSlot))),
-            .instruction(.call(.mapLookupElem)),
+        lookup(maps.bindingMetrics, keyAt: bindingSlot) + [
             .instruction(.jump(.jeq, .r0, 0, offset: 2)),
             .instruction(.mov(.r1, 1)),
             .instruction(.atomic(.dw, .add, .r0, .r1, Int16(counter.rawValue * 8))),
@@ -342,11 +321,7 @@ enum DataPlane {
     /// `destination_metrics[destination].counter += 1` on this CPU.
     private static func destinationCounter(_ maps: DataPlaneMaps, _ counter: Layout.DestinationCounter) -> [Statement] {
         let offset = Int16(counter.rawValue * 8)
-        return [
-            .loadMap(.r1, maps.destinationMetrics),
-            .instruction(.mov(.r2, .r10)),
-            .instruction(.add(.r2, Int32(destinationSlot))),
-            .instruction(.call(.mapLookupElem)),
+        return lookup(maps.destinationMetrics, keyAt: destinationSlot) + [
             .instruction(.jump(.jeq, .r0, 0, offset: 3)),
             .instruction(.ldx(.dw, .r1, .r0, offset)),
             .instruction(.add(.r1, 1)),

@@ -36,6 +36,39 @@ struct BehaviourTests {
         }
     }
 
+    /// An SO_REUSEPORT group keeps working: one registered socket, the kernel spreads over the group.
+    @Test func reuseportGroupBehindADestination() throws {
+        try exclusively {
+            let f = try Fixture()
+            try f.serve("g1", .tcp, .loopback4, 7650, label: "group", reusePort: true)
+            try f.serve("g2", .tcp, .loopback4, 7650, reusePort: true)  // same group, not registered
+            try f.bind("group", "tcp", "127.0.0.20", "*")
+            let seen = Set(try (0..<64).map { _ in try f.land(.tcp, "127.0.0.20", 443) })
+            #expect(seen == ["g1", "g2"])
+        }
+    }
+
+    /// UDP and TCP over IPv6, and IPv4 traffic to a dual-stack socket registered once.
+    @Test func ipv6AndDualStack() throws {
+        try exclusively {
+            let f = try Fixture()
+            try f.namespace.addAddress(IPAddress("fd00::53")!)
+            try f.serve("dns6", .udp, .loopback6, 7653, label: "dns")
+            try f.serve("dual", .tcp, .any6, 7654, label: "web", v6Only: false)
+            try f.bind("dns", "udp", "fd00::53", "53")
+            try f.bind("web", "tcp", "::1", "80")
+            try f.bind("web", "tcp", "127.0.0.1", "80")
+            #expect(try f.land(.udp, "fd00::53", 53) == "dns6")
+            #expect(try f.land(.tcp, "::1", 80) == "dual")
+            #expect(try f.land(.tcp, "127.0.0.1", 80) == "dual")
+            let destinations = try f.dispatcher(readOnly: true).status().destinations.filter {
+                $0.destination.label == "web"
+            }
+            #expect(Set(destinations.map(\.destination.ipv6)) == [false, true])
+            #expect(destinations.allSatisfy { $0.sockets.count == 1 && $0.lookups == 1 })
+        }
+    }
+
     /// The counters count exactly the connections made.
     @Test func metricsCountExactlyWhatWasSent() throws {
         try exclusively {
