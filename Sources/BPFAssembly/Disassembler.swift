@@ -14,10 +14,14 @@ public struct Disassembler: Sendable {
     /// Label names by slot. Jumps and calls to a named slot print the name
     /// (`goto pass`, `call parse`) instead of an offset; see ``listing(_:)``.
     public var labels: [Int: Label]
+    /// Print exactly what `llvm-objdump` prints, without the `# bpf2bpf` / `# kfunc`
+    /// annotations (text that then no longer tells a local call from a helper call).
+    public var llvmCompatible: Bool
 
-    public init(helperNames: Bool = false, labels: [Int: Label] = [:]) {
+    public init(helperNames: Bool = false, labels: [Int: Label] = [:], llvmCompatible: Bool = false) {
         self.helperNames = helperNames
         self.labels = labels
+        self.llvmCompatible = llvmCompatible
     }
 
     /// A disassembler that names every jump target of `instructions` `LBB<slot>`, and prints
@@ -158,9 +162,9 @@ public struct Disassembler: Sendable {
             switch instruction.callKind {
             case .local:
                 if let label = labels[slot + Int(instruction.immediate) + 1] { return "call \(label)" }
-                return "call \(number(instruction.immediate)) # bpf2bpf"
+                return "call \(number(instruction.immediate))" + (llvmCompatible ? "" : " # bpf2bpf")
             case .kfunc:
-                return "call \(number(instruction.immediate)) # kfunc"
+                return "call \(number(instruction.immediate))" + (llvmCompatible ? "" : " # kfunc")
             default:
                 let helper = HelperFunction(rawValue: instruction.immediate)
                 if helperNames, helper.name != nil { return "call \(helper)" }

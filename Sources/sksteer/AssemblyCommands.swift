@@ -17,6 +17,9 @@ struct Disasm: ParsableCommand {
     @Flag(help: "Name jump targets (LBB<slot>:) and helpers (call bpf_sk_assign).")
     var symbolic = false
 
+    @Flag(help: "Print exactly what llvm-objdump prints: no '# bpf2bpf' / '# kfunc' annotations.")
+    var llvm = false
+
     @Flag(help: "Read big-endian instructions (default: this machine's order).")
     var bigEndian = false
 
@@ -32,7 +35,7 @@ struct Disasm: ParsableCommand {
             if symbolic {
                 print(Disassembler.symbolic(for: instructions).listing(instructions), terminator: "")
             } else {
-                for line in Disassembler().lines(instructions) { print(line) }
+                for line in Disassembler(llvmCompatible: llvm).lines(instructions) { print(line) }
             }
         }
     }
