@@ -29,6 +29,7 @@ public struct BPFError: Error, Sendable, CustomStringConvertible {
         case badDescriptor
         /// EBUSY.
         case busy
+        /// Any other errno.
         case other
     }
 
@@ -36,6 +37,7 @@ public struct BPFError: Error, Sendable, CustomStringConvertible {
     public var operation: String
     /// The errno the kernel answered with.
     public var code: Int32
+    /// The coarse classification of ``code``, derived from the errno unless given.
     public var kind: Kind
     /// What to do about it, when there is something to say.
     public var hint: String?
@@ -48,6 +50,7 @@ public struct BPFError: Error, Sendable, CustomStringConvertible {
     /// Where ``failingInstruction`` is in the source: `label` or `label+N`.
     public var failingLabel: String?
 
+    /// An error for `operation` with errno `code`; `kind` and `hint` default to ones derived from the errno.
     public init(operation: String, code: Int32, kind: Kind? = nil, hint: String? = nil) {
         self.operation = operation
         self.code = code
@@ -58,6 +61,8 @@ public struct BPFError: Error, Sendable, CustomStringConvertible {
     /// The symbolic errno name, e.g. `EPERM`.
     public var codeName: String { errnoName(code) }
 
+    /// `OPERATION failed: STRERROR (ENAME)`, or for a verifier rejection
+    /// `OPERATION: the verifier rejected the program at instruction N (LABEL): LINE`; then `; HINT` if any.
     public var description: String {
         var text = "\(operation) failed: \(errnoDescription(code)) (\(codeName))"
         if kind == .verifierRejected {

@@ -42,6 +42,7 @@ public enum BPFFileSystem {
         /// The mount point.
         public let path: String
 
+        /// Creates a temporary directory and mounts a bpf filesystem on it; both are removed on release.
         public init() throws(BPFError) {
             var template = Array("/tmp/sksteer-bpffs-XXXXXX".utf8CString)
             guard let made = mkdtemp(&template) else {

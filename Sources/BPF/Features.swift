@@ -10,7 +10,9 @@ import CBPF
 public struct FeatureReport: Sendable, Codable {
     /// The outcome of one probe.
     public struct Probe: Sendable, Codable, Hashable {
+        /// What was probed, e.g. `sk_lookup programs` or `bpf_sk_assign helper`.
         public var name: String
+        /// Whether the probe succeeded.
         public var available: Bool
         /// Why not, and what to do.
         public var detail: String?
@@ -22,6 +24,7 @@ public struct FeatureReport: Sendable, Codable {
     public var capabilities: [String]
     /// Whether a bpf filesystem is mounted at /sys/fs/bpf.
     public var bpffsMounted: Bool
+    /// The outcome of every probe, in the order they ran.
     public var probes: [Probe]
 
     /// Whether SK_LOOKUP programs can be loaded, assign sockets and be attached here.

@@ -31,17 +31,24 @@ public struct IPAddress: Hashable, Sendable, Comparable, CustomStringConvertible
         IPAddress(bytes: [a, b, c, d])!
     }
 
+    /// `127.0.0.1`.
     public static let loopback4 = IPAddress.v4(127, 0, 0, 1)
+    /// `::1`.
     public static let loopback6 = IPAddress("::1")!
+    /// `0.0.0.0`, the IPv4 wildcard address.
     public static let any4 = IPAddress.v4(0, 0, 0, 0)
+    /// `::`, the IPv6 wildcard address.
     public static let any6 = IPAddress("::")!
 
+    /// Whether this is an IPv4 address (4 bytes).
     public var isIPv4: Bool { bytes.count == 4 }
 
+    /// Hashes the address bytes.
     public func hash(into hasher: inout Hasher) {
         bytes.withUnsafeBytes { hasher.combine(bytes: $0) }
     }
 
+    /// Whether two addresses have the same bytes (so IPv4 and its IPv4-mapped IPv6 form differ).
     public static func == (a: IPAddress, b: IPAddress) -> Bool { a.bytes == b.bytes }
     /// `AF_INET` or `AF_INET6`.
     public var family: Int32 { isIPv4 ? AF_INET : AF_INET6 }
@@ -66,6 +73,7 @@ public struct IPAddress: Hashable, Sendable, Comparable, CustomStringConvertible
         return bytes.withUnsafeBytes { $0.loadUnaligned(as: UInt32.self) }
     }
 
+    /// The conventional text form from `inet_ntop`, e.g. `127.0.0.1` or `2001:db8::1`; `?` if it fails.
     public var description: String {
         var buffer = [CChar](repeating: 0, count: Int(INET6_ADDRSTRLEN))
         let ok = bytes.withUnsafeBytes { raw in inet_ntop(family, raw.baseAddress, &buffer, socklen_t(buffer.count)) }
@@ -117,5 +125,6 @@ public struct IPPrefix: Hashable, Sendable, CustomStringConvertible, LosslessStr
         other.bytes.count == address.bytes.count && IPPrefix(other, length: length)?.address == address
     }
 
+    /// `ADDRESS/LENGTH`, e.g. `10.0.0.0/8`.
     public var description: String { "\(address)/\(length)" }
 }

@@ -10,6 +10,7 @@ import CBPF
 /// as some descriptor or pin holds the link: keep this value alive, or ``pin(at:)`` it to
 /// let the attachment outlive the process. ``detach()`` ends it explicitly, pinned or not.
 public final class Link: Sendable, CustomStringConvertible {
+    /// The link's descriptor; while it or a pin exists, the program stays attached.
     public let descriptor: OwnedFileDescriptor
 
     init(descriptor: OwnedFileDescriptor) { self.descriptor = descriptor }
@@ -89,13 +90,17 @@ public final class Link: Sendable, CustomStringConvertible {
         return Array(ids.prefix(Int(count)))
     }
 
+    /// `link fd N`, with the descriptor number.
     public var description: String { "link fd \(descriptor.rawValue)" }
 }
 
 /// Facts about a link, from `BPF_OBJ_GET_INFO_BY_FD`.
 public struct LinkInfo: Sendable, Hashable {
+    /// The kernel's id for the link.
     public var id: UInt32
+    /// The link type, e.g. ``LinkType/netns``.
     public var type: LinkType
+    /// The id of the program the link attaches.
     public var programID: UInt32
     /// For a netns link: the namespace's inode (compare ``NetworkNamespace/inode()``).
     public var namespaceInode: UInt32?

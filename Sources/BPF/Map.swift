@@ -10,12 +10,19 @@ import CBPF
 /// Keys and values are raw bytes here; ``HashMap``, ``ArrayMap``, ``PerCPUArrayMap``,
 /// ``LPMTrieMap``, ``SocketMap`` and ``SocketHash`` wrap this with types.
 public final class Map: Sendable, CustomStringConvertible {
+    /// The map's descriptor, which keeps the map alive.
     public let descriptor: OwnedFileDescriptor
+    /// The map type.
     public let type: MapType
+    /// The key size in bytes.
     public let keySize: Int
+    /// The value size in bytes (per CPU, for per-CPU maps).
     public let valueSize: Int
+    /// The maximum number of entries.
     public let maxEntries: Int
+    /// The `map_flags` the map was created with, e.g. ``noPreallocate``.
     public let flags: UInt32
+    /// The map's name as the kernel stores it (sanitized and truncated).
     public let name: String
 
     init(
@@ -247,17 +254,25 @@ public final class Map: Sendable, CustomStringConvertible {
         }
     }
 
+    /// `TYPE map "NAME"`, e.g. `array map "sksteer_meta"`.
     public var description: String { "\(type) map \"\(name)\"" }
 }
 
 /// Facts about a map, from `BPF_OBJ_GET_INFO_BY_FD`.
 public struct MapInfo: Sendable, Hashable {
+    /// The kernel's id for the map.
     public var id: UInt32
+    /// The map type.
     public var type: MapType
+    /// The map's name, as the kernel stores it.
     public var name: String
+    /// The key size in bytes.
     public var keySize: Int
+    /// The value size in bytes.
     public var valueSize: Int
+    /// The maximum number of entries.
     public var maxEntries: Int
+    /// The `map_flags` the map was created with.
     public var flags: UInt32
 
     init(descriptor: OwnedFileDescriptor) throws(BPFError) {

@@ -9,7 +9,9 @@ import Synchronization
 /// name and is closed; every UDP datagram gets the name back. Tests and demos use it to see
 /// which socket a connection really reached.
 public final class NameServer: Sendable {
+    /// The name it answers with.
     public let name: String
+    /// The socket it serves on.
     public let socket: Socket
     private let state: State
     private let thread: JoinableThread

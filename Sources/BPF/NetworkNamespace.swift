@@ -102,6 +102,7 @@ public final class NetworkNamespace: Sendable, CustomStringConvertible {
         }
     }
 
+    /// `network namespace PATH`, e.g. `network namespace /proc/self/ns/net`.
     public var description: String { "network namespace \(path)" }
 }
 

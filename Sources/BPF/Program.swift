@@ -9,7 +9,9 @@ import Logging
 /// A BPF program loaded into the kernel. Releasing the last reference closes its descriptor;
 /// the kernel frees the program once nothing (link, pin, map) holds it.
 public final class Program: Sendable, CustomStringConvertible {
+    /// The program's descriptor, which keeps the program loaded.
     public let descriptor: OwnedFileDescriptor
+    /// The program type.
     public let type: ProgramType
     /// The name given at load time (the kernel keeps 15 characters).
     public let name: String
@@ -209,6 +211,7 @@ public final class Program: Sendable, CustomStringConvertible {
             data: data == nil ? nil : Array(dataOut.prefix(Int(dataOutSize))))
     }
 
+    /// `TYPE program "NAME"`, e.g. `sk_lookup program "dispatcher"`.
     public var description: String { "\(type) program \"\(name)\"" }
 }
 
@@ -226,8 +229,11 @@ public struct TestRunResult: Sendable, Hashable {
 
 /// Facts about a loaded program, from `BPF_OBJ_GET_INFO_BY_FD`.
 public struct ProgramInfo: Sendable, Hashable, Codable {
+    /// The kernel's id for the program.
     public var id: UInt32
+    /// The program type.
     public var type: ProgramType
+    /// The program's name, as the kernel stores it (at most 15 characters).
     public var name: String
     /// The kernel's tag: a hash of the instructions, as 16 hex digits.
     public var tag: String
@@ -239,6 +245,7 @@ public struct ProgramInfo: Sendable, Hashable, Codable {
     public var jitedSize: UInt32
     /// Run time and count, when `BPF_STATS_RUN_TIME` is enabled.
     public var runTimeNanoseconds: UInt64
+    /// How many times the program ran, when `BPF_STATS_RUN_TIME` is enabled.
     public var runCount: UInt64
 
     init(descriptor: OwnedFileDescriptor) throws(BPFError) {
@@ -283,6 +290,7 @@ public struct ProgramInfo: Sendable, Hashable, Codable {
 }
 
 extension ProgramType: Codable {
+    /// Decodes a `bpftool` name (`sk_lookup`) or a raw number.
     public init(from decoder: any Decoder) throws {
         let container = try decoder.singleValueContainer()
         if let name = try? container.decode(String.self), let type = ProgramType(name: name) {
@@ -291,6 +299,7 @@ extension ProgramType: Codable {
             self = ProgramType(rawValue: try container.decode(UInt32.self))
         }
     }
+    /// Encodes the `bpftool` name (``description``).
     public func encode(to encoder: any Encoder) throws {
         var container = encoder.singleValueContainer()
         try container.encode(description)
@@ -335,6 +344,7 @@ public struct VerifierLog: Sendable, Hashable {
     /// The last instruction the verifier reported processing (`12: (61) r1 = …`).
     public var failingInstruction: Int?
 
+    /// Picks the decisive line and failing instruction out of a verifier log's text.
     public init(_ text: String) {
         let lines = text.split(separator: "\n").map { $0.trimmingCharacters() }.filter { !$0.isEmpty }
         let statistics = [

@@ -9,6 +9,7 @@ import CBPF
 public final class Socket: Sendable, CustomStringConvertible {
     /// Transport protocol of a socket.
     public enum Transport: String, Sendable, Hashable, CaseIterable, Codable {
+        /// TCP (`SOCK_STREAM`) or UDP (`SOCK_DGRAM`); the raw values are the names used in text.
         case tcp, udp
         /// `IPPROTO_TCP` / `IPPROTO_UDP`, as `struct bpf_sk_lookup` reports `protocol`.
         public var ipProtocol: UInt32 { self == .tcp ? UInt32(IPPROTO_TCP) : UInt32(IPPROTO_UDP) }
@@ -17,6 +18,7 @@ public final class Socket: Sendable, CustomStringConvertible {
 
     /// The descriptor.
     public let descriptor: OwnedFileDescriptor
+    /// TCP or UDP.
     public let transport: Transport
     /// `AF_INET` or `AF_INET6`.
     public let family: Int32
@@ -163,13 +165,17 @@ public final class Socket: Sendable, CustomStringConvertible {
         return value
     }
 
+    /// `TRANSPORT socket fd N`, e.g. `tcp socket fd 7`.
     public var description: String { "\(transport) socket fd \(fd)" }
 }
 
 /// An address and port.
 public struct Endpoint: Hashable, Sendable, CustomStringConvertible {
+    /// The IP address.
     public var address: IPAddress
+    /// The port, in host byte order.
     public var port: UInt16
+    /// An endpoint from an address and a port (host byte order).
     public init(_ address: IPAddress, _ port: UInt16) {
         self.address = address
         self.port = port
@@ -192,6 +198,7 @@ public struct Endpoint: Hashable, Sendable, CustomStringConvertible {
 
 /// What the kernel says about a socket descriptor, whoever created it.
 public struct SocketFacts: Sendable, Hashable {
+    /// TCP or UDP; `nil` for any other kind of socket.
     public var transport: Socket.Transport?
     /// `AF_INET`, `AF_INET6`, or another family.
     public var family: Int32
@@ -201,7 +208,9 @@ public struct SocketFacts: Sendable, Hashable {
     public var connected: Bool
     /// IPv6: `IPV6_V6ONLY`.
     public var v6Only: Bool
+    /// `SO_REUSEPORT`.
     public var reusePort: Bool
+    /// The local address and port (`getsockname`); `nil` if that fails or the family is not IPv4/IPv6.
     public var local: Endpoint?
     /// `SO_NETNS_COOKIE` (Linux 5.14+), identifying the socket's network namespace.
     public var namespaceCookie: UInt64?

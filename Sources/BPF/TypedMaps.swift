@@ -24,6 +24,7 @@ func requireSizes(_ map: Map, key: Int, value: Int, _ what: String) throws(BPFEr
 
 /// A `BPF_MAP_TYPE_HASH` with typed keys and values.
 public struct HashMap<Key: BitwiseCopyable, Value: BitwiseCopyable>: Sendable {
+    /// The underlying untyped map.
     public let map: Map
 
     /// Wraps an existing map, checking the key and value sizes.
@@ -40,31 +41,39 @@ public struct HashMap<Key: BitwiseCopyable, Value: BitwiseCopyable>: Sendable {
                 maxEntries: maxEntries, flags: flags, name: name))
     }
 
+    /// The value for `key`, or `nil` if there is none (`BPF_MAP_LOOKUP_ELEM`).
     public func lookup(_ key: Key) throws(BPFError) -> Value? {
         try map.lookup(rawBytes(of: key)).map { value(Value.self, from: $0) }
     }
+    /// Sets `key` to `newValue` (`BPF_MAP_UPDATE_ELEM`).
     public func update(_ key: Key, _ newValue: Value, mode: Map.UpdateMode = .any) throws(BPFError) {
         try map.update(rawBytes(of: key), rawBytes(of: newValue), mode: mode)
     }
+    /// Removes `key`; returns whether it was there (`BPF_MAP_DELETE_ELEM`).
     @discardableResult
     public func delete(_ key: Key) throws(BPFError) -> Bool { try map.delete(rawBytes(of: key)) }
+    /// Every key, in the kernel's iteration order (`BPF_MAP_GET_NEXT_KEY`).
     public func keys() throws(BPFError) -> [Key] { try map.keys().map { value(Key.self, from: $0) } }
 }
 
 /// A `BPF_MAP_TYPE_ARRAY`: `maxEntries` values indexed from 0, all present (zeroed) from the start.
 public struct ArrayMap<Value: BitwiseCopyable>: Sendable {
+    /// The underlying untyped map.
     public let map: Map
 
+    /// Wraps an existing map, checking for 4-byte keys and `Value`-sized values.
     public init(_ map: Map) throws(BPFError) {
         try requireSizes(map, key: 4, value: MemoryLayout<Value>.size, "ArrayMap")
         self.map = map
     }
 
+    /// Creates an array map of `count` entries (`BPF_MAP_CREATE`).
     public static func create(count: Int, name: String = "") throws(BPFError) -> Self {
         try Self(
             Map.create(type: .array, keySize: 4, valueSize: MemoryLayout<Value>.size, maxEntries: count, name: name))
     }
 
+    /// The value at `index`; throws ``BPFError/Kind/notFound`` if `index` is out of range.
     public subscript(index: UInt32) -> Value {
         get throws(BPFError) {
             guard let bytes = try map.lookup(rawBytes(of: index)) else {
@@ -75,6 +84,7 @@ public struct ArrayMap<Value: BitwiseCopyable>: Sendable {
         }
     }
 
+    /// Sets the value at `index` (`BPF_MAP_UPDATE_ELEM`).
     public func set(_ index: UInt32, _ newValue: Value) throws(BPFError) {
         try map.update(rawBytes(of: index), rawBytes(of: newValue))
     }
@@ -82,13 +92,16 @@ public struct ArrayMap<Value: BitwiseCopyable>: Sendable {
 
 /// A `BPF_MAP_TYPE_PERCPU_ARRAY`: each index has one value per possible CPU.
 public struct PerCPUArrayMap<Value: BitwiseCopyable>: Sendable {
+    /// The underlying untyped map.
     public let map: Map
 
+    /// Wraps an existing map, checking for 4-byte keys and `Value`-sized values.
     public init(_ map: Map) throws(BPFError) {
         try requireSizes(map, key: 4, value: MemoryLayout<Value>.size, "PerCPUArrayMap")
         self.map = map
     }
 
+    /// Creates a per-CPU array map of `count` entries (`BPF_MAP_CREATE`).
     public static func create(count: Int, name: String = "") throws(BPFError) -> Self {
         try Self(
             Map.create(
@@ -121,10 +134,12 @@ public struct PerCPUArrayMap<Value: BitwiseCopyable>: Sendable {
 /// A `BPF_MAP_TYPE_LPM_TRIE`: keys are a prefix length in bits and `dataSize` bytes of data;
 /// a lookup with a full-length key finds the longest stored prefix that covers it.
 public struct LPMTrieMap<Value: BitwiseCopyable>: Sendable {
+    /// The underlying untyped map.
     public let map: Map
     /// Bytes of data after the 4-byte prefix length.
     public var dataSize: Int { map.keySize - 4 }
 
+    /// Wraps an existing map, checking that it is an LPM trie with `Value`-sized values.
     public init(_ map: Map) throws(BPFError) {
         guard map.type == .lpmTrie, map.valueSize == MemoryLayout<Value>.size else {
             throw BPFError(
@@ -152,6 +167,7 @@ public struct LPMTrieMap<Value: BitwiseCopyable>: Sendable {
         return rawBytes(of: UInt32(prefixLength)) + data
     }
 
+    /// Stores `newValue` for the prefix of `prefixLength` bits of `data` (`BPF_MAP_UPDATE_ELEM`).
     public func insert(prefixLength: Int, data: [UInt8], _ newValue: Value) throws(BPFError) {
         try map.update(key(prefixLength, data), rawBytes(of: newValue))
     }
@@ -159,6 +175,7 @@ public struct LPMTrieMap<Value: BitwiseCopyable>: Sendable {
     public func longestMatch(_ data: [UInt8]) throws(BPFError) -> Value? {
         try map.lookup(key(dataSize * 8, data)).map { value(Value.self, from: $0) }
     }
+    /// Removes the exact prefix; returns whether it was there (`BPF_MAP_DELETE_ELEM`).
     @discardableResult
     public func remove(prefixLength: Int, data: [UInt8]) throws(BPFError) -> Bool {
         try map.delete(key(prefixLength, data))
@@ -172,8 +189,10 @@ public struct LPMTrieMap<Value: BitwiseCopyable>: Sendable {
 /// A `BPF_MAP_TYPE_SOCKMAP`: sockets by index. Reading an entry gives the socket's cookie.
 /// The map does not keep a socket open: an entry disappears when its socket is closed.
 public struct SocketMap: Sendable {
+    /// The underlying untyped map.
     public let map: Map
 
+    /// Wraps an existing map, checking that it is a SOCKMAP with 4-byte keys and 8-byte values.
     public init(_ map: Map) throws(BPFError) {
         guard map.type == .sockMap, map.keySize == 4, map.valueSize == 8 else {
             throw BPFError(
@@ -196,14 +215,17 @@ public struct SocketMap: Sendable {
     public func cookie(at index: UInt32) throws(BPFError) -> UInt64? {
         try map.lookup(rawBytes(of: index)).map { value(UInt64.self, from: $0) }
     }
+    /// Removes the socket at `index`; returns whether there was one.
     @discardableResult
     public func remove(_ index: UInt32) throws(BPFError) -> Bool { try map.delete(rawBytes(of: index)) }
 }
 
 /// A `BPF_MAP_TYPE_SOCKHASH`: sockets by a key of any plain type.
 public struct SocketHash<Key: BitwiseCopyable>: Sendable {
+    /// The underlying untyped map.
     public let map: Map
 
+    /// Wraps an existing map, checking that it is a SOCKHASH with `Key`-sized keys and 8-byte values.
     public init(_ map: Map) throws(BPFError) {
         guard map.type == .sockHash, map.keySize == MemoryLayout<Key>.size, map.valueSize == 8 else {
             throw BPFError(
@@ -213,19 +235,24 @@ public struct SocketHash<Key: BitwiseCopyable>: Sendable {
         self.map = map
     }
 
+    /// Creates a SOCKHASH with 8-byte values, so lookups return the socket cookie.
     public static func create(maxEntries: Int, name: String = "") throws(BPFError) -> Self {
         try Self(
             Map.create(
                 type: .sockHash, keySize: MemoryLayout<Key>.size, valueSize: 8, maxEntries: maxEntries, name: name))
     }
 
+    /// Puts `socket` at `key` (a listening TCP or an unconnected UDP socket).
     public func set(_ key: Key, _ socket: Socket, mode: Map.UpdateMode = .any) throws(BPFError) {
         try map.update(rawBytes(of: key), rawBytes(of: UInt64(socket.descriptor.rawValue)), mode: mode)
     }
+    /// The cookie of the socket at `key`, or `nil`.
     public func cookie(for key: Key) throws(BPFError) -> UInt64? {
         try map.lookup(rawBytes(of: key)).map { value(UInt64.self, from: $0) }
     }
+    /// Removes the socket at `key`; returns whether there was one.
     @discardableResult
     public func remove(_ key: Key) throws(BPFError) -> Bool { try map.delete(rawBytes(of: key)) }
+    /// Every key, in the kernel's iteration order.
     public func keys() throws(BPFError) -> [Key] { try map.keys().map { value(Key.self, from: $0) } }
 }

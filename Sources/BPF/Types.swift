@@ -5,25 +5,43 @@ public struct ProgramType: RawRepresentable, Hashable, Sendable, CustomStringCon
     public let rawValue: UInt32
     public init(rawValue: UInt32) { self.rawValue = rawValue }
 
+    /// `BPF_PROG_TYPE_SOCKET_FILTER`.
     public static let socketFilter = ProgramType(rawValue: BPF_PROG_TYPE_SOCKET_FILTER.rawValue)
+    /// `BPF_PROG_TYPE_KPROBE`.
     public static let kprobe = ProgramType(rawValue: BPF_PROG_TYPE_KPROBE.rawValue)
+    /// `BPF_PROG_TYPE_SCHED_CLS`: tc classifiers.
     public static let schedCLS = ProgramType(rawValue: BPF_PROG_TYPE_SCHED_CLS.rawValue)
+    /// `BPF_PROG_TYPE_SCHED_ACT`: tc actions.
     public static let schedACT = ProgramType(rawValue: BPF_PROG_TYPE_SCHED_ACT.rawValue)
+    /// `BPF_PROG_TYPE_TRACEPOINT`.
     public static let tracepoint = ProgramType(rawValue: BPF_PROG_TYPE_TRACEPOINT.rawValue)
+    /// `BPF_PROG_TYPE_XDP`.
     public static let xdp = ProgramType(rawValue: BPF_PROG_TYPE_XDP.rawValue)
+    /// `BPF_PROG_TYPE_PERF_EVENT`.
     public static let perfEvent = ProgramType(rawValue: BPF_PROG_TYPE_PERF_EVENT.rawValue)
+    /// `BPF_PROG_TYPE_CGROUP_SKB`.
     public static let cgroupSKB = ProgramType(rawValue: BPF_PROG_TYPE_CGROUP_SKB.rawValue)
+    /// `BPF_PROG_TYPE_CGROUP_SOCK`.
     public static let cgroupSock = ProgramType(rawValue: BPF_PROG_TYPE_CGROUP_SOCK.rawValue)
+    /// `BPF_PROG_TYPE_SOCK_OPS`.
     public static let sockOps = ProgramType(rawValue: BPF_PROG_TYPE_SOCK_OPS.rawValue)
+    /// `BPF_PROG_TYPE_SK_SKB`.
     public static let skSKB = ProgramType(rawValue: BPF_PROG_TYPE_SK_SKB.rawValue)
+    /// `BPF_PROG_TYPE_SK_MSG`.
     public static let skMsg = ProgramType(rawValue: BPF_PROG_TYPE_SK_MSG.rawValue)
+    /// `BPF_PROG_TYPE_CGROUP_SOCK_ADDR`.
     public static let cgroupSockAddr = ProgramType(rawValue: BPF_PROG_TYPE_CGROUP_SOCK_ADDR.rawValue)
+    /// `BPF_PROG_TYPE_SK_REUSEPORT`.
     public static let skReuseport = ProgramType(rawValue: BPF_PROG_TYPE_SK_REUSEPORT.rawValue)
+    /// `BPF_PROG_TYPE_FLOW_DISSECTOR`.
     public static let flowDissector = ProgramType(rawValue: BPF_PROG_TYPE_FLOW_DISSECTOR.rawValue)
+    /// `BPF_PROG_TYPE_TRACING`.
     public static let tracing = ProgramType(rawValue: BPF_PROG_TYPE_TRACING.rawValue)
+    /// `BPF_PROG_TYPE_LSM`.
     public static let lsm = ProgramType(rawValue: BPF_PROG_TYPE_LSM.rawValue)
     /// `BPF_PROG_TYPE_SK_LOOKUP` (Linux 5.9): picks the socket for a new connection.
     public static let skLookup = ProgramType(rawValue: BPF_PROG_TYPE_SK_LOOKUP.rawValue)
+    /// `BPF_PROG_TYPE_SYSCALL`.
     public static let syscall = ProgramType(rawValue: BPF_PROG_TYPE_SYSCALL.rawValue)
 
     static let names: [UInt32: String] = [
@@ -56,20 +74,29 @@ public struct MapType: RawRepresentable, Hashable, Sendable, CustomStringConvert
     public let rawValue: UInt32
     public init(rawValue: UInt32) { self.rawValue = rawValue }
 
+    /// `BPF_MAP_TYPE_HASH`.
     public static let hash = MapType(rawValue: BPF_MAP_TYPE_HASH.rawValue)
+    /// `BPF_MAP_TYPE_ARRAY`: indexed by a 32-bit key.
     public static let array = MapType(rawValue: BPF_MAP_TYPE_ARRAY.rawValue)
+    /// `BPF_MAP_TYPE_PROG_ARRAY`: programs, for tail calls.
     public static let progArray = MapType(rawValue: BPF_MAP_TYPE_PROG_ARRAY.rawValue)
+    /// `BPF_MAP_TYPE_PERCPU_HASH`.
     public static let perCPUHash = MapType(rawValue: BPF_MAP_TYPE_PERCPU_HASH.rawValue)
+    /// `BPF_MAP_TYPE_PERCPU_ARRAY`.
     public static let perCPUArray = MapType(rawValue: BPF_MAP_TYPE_PERCPU_ARRAY.rawValue)
+    /// `BPF_MAP_TYPE_LRU_HASH`.
     public static let lruHash = MapType(rawValue: BPF_MAP_TYPE_LRU_HASH.rawValue)
     /// Longest-prefix match: keys are a 32-bit prefix length followed by the data.
     public static let lpmTrie = MapType(rawValue: BPF_MAP_TYPE_LPM_TRIE.rawValue)
+    /// `BPF_MAP_TYPE_ARRAY_OF_MAPS`: an array whose values are inner maps.
     public static let arrayOfMaps = MapType(rawValue: BPF_MAP_TYPE_ARRAY_OF_MAPS.rawValue)
+    /// `BPF_MAP_TYPE_HASH_OF_MAPS`: a hash whose values are inner maps.
     public static let hashOfMaps = MapType(rawValue: BPF_MAP_TYPE_HASH_OF_MAPS.rawValue)
     /// An array of sockets, indexed by a 32-bit key.
     public static let sockMap = MapType(rawValue: BPF_MAP_TYPE_SOCKMAP.rawValue)
     /// A hash of sockets, by a key of any size.
     public static let sockHash = MapType(rawValue: BPF_MAP_TYPE_SOCKHASH.rawValue)
+    /// `BPF_MAP_TYPE_RINGBUF`.
     public static let ringBuffer = MapType(rawValue: BPF_MAP_TYPE_RINGBUF.rawValue)
 
     static let names: [UInt32: String] = [
@@ -97,8 +124,10 @@ public struct AttachType: RawRepresentable, Hashable, Sendable, CustomStringConv
 
     /// `BPF_SK_LOOKUP` (36): SK_LOOKUP programs on a network namespace.
     public static let skLookup = AttachType(rawValue: BPF_SK_LOOKUP.rawValue)
+    /// `BPF_FLOW_DISSECTOR`.
     public static let flowDissector = AttachType(rawValue: BPF_FLOW_DISSECTOR.rawValue)
 
+    /// The `bpftool` name (`sk_lookup`, `flow_dissector`), or `attach type <n>` for others.
     public var description: String {
         switch self {
         case .skLookup: "sk_lookup"
@@ -113,6 +142,7 @@ public struct LinkType: RawRepresentable, Hashable, Sendable, CustomStringConver
     public let rawValue: UInt32
     public init(rawValue: UInt32) { self.rawValue = rawValue }
 
+    /// `BPF_LINK_TYPE_NETNS`: an attachment to a network namespace.
     public static let netns = LinkType(rawValue: BPF_LINK_TYPE_NETNS.rawValue)
 
     static let names: [UInt32: String] = [

@@ -18,8 +18,11 @@
 public struct Label: Hashable, Sendable, CustomStringConvertible, ExpressibleByStringLiteral {
     /// The label's name, as printed by the disassembler and in error messages.
     public let name: String
+    /// A label called `name`; labels with the same name are the same label.
     public init(_ name: String) { self.name = name }
+    /// A label from a string literal: `let pass: Label = "pass"`.
     public init(stringLiteral value: String) { self.name = value }
+    /// The label's name.
     public var description: String { name }
 }
 
@@ -32,10 +35,12 @@ public struct MapReference: Sendable, CustomStringConvertible {
     public var name: String
     /// The kernel layer's map object, if any.
     public var object: (any Sendable)?
+    /// A reference to the map called `name`, optionally carrying the kernel layer's map object.
     public init(name: String, object: (any Sendable)? = nil) {
         self.name = name
         self.object = object
     }
+    /// The map's name.
     public var description: String { name }
 }
 
@@ -144,6 +149,7 @@ public struct Assembly: Sendable {
 
 /// Why statements did not assemble.
 public struct AssemblyError: Error, Hashable, Sendable, CustomStringConvertible {
+    /// What went wrong with the label.
     public enum Reason: Hashable, Sendable {
         /// A jump or call names a label that is never placed.
         case undefinedLabel
@@ -157,8 +163,10 @@ public struct AssemblyError: Error, Hashable, Sendable, CustomStringConvertible 
     /// The index of the instruction that refers to the label (or, for a duplicate, the index
     /// of the instruction the second placement points at).
     public var instructionIndex: Int
+    /// What went wrong with the label.
     public var reason: Reason
 
+    /// One sentence such as `instruction 3 refers to label 'pass', which is never placed`.
     public var description: String {
         switch reason {
         case .undefinedLabel:
@@ -248,17 +256,28 @@ public func assemble(@ProgramBuilder _ body: () throws -> [Statement]) throws ->
 /// statements and arrays of them, with Swift `if`, `switch` and `for` evaluated while building.
 @resultBuilder
 public enum ProgramBuilder {
+    /// An instruction becomes one plain statement.
     public static func buildExpression(_ instruction: Instruction) -> [Statement] { [.instruction(instruction)] }
+    /// A statement is used as is.
     public static func buildExpression(_ statement: Statement) -> [Statement] { [statement] }
+    /// A bare label places the label here.
     public static func buildExpression(_ label: Label) -> [Statement] { [.label(label)] }
+    /// An array of statements is spliced in.
     public static func buildExpression(_ statements: [Statement]) -> [Statement] { statements }
+    /// An array of instructions is spliced in as plain statements.
     public static func buildExpression(_ instructions: [Instruction]) -> [Statement] {
         instructions.map(Statement.instruction)
     }
+    /// Concatenates the statements of a block in order.
     public static func buildBlock(_ parts: [Statement]...) -> [Statement] { parts.flatMap { $0 } }
+    /// An `if` without `else`: its statements, or none.
     public static func buildOptional(_ part: [Statement]?) -> [Statement] { part ?? [] }
+    /// The first branch of an `if`/`else` or `switch`.
     public static func buildEither(first: [Statement]) -> [Statement] { first }
+    /// The second branch of an `if`/`else` or `switch`.
     public static func buildEither(second: [Statement]) -> [Statement] { second }
+    /// A `for` loop: the statements of every iteration, in order.
     public static func buildArray(_ parts: [[Statement]]) -> [Statement] { parts.flatMap { $0 } }
+    /// An `if #available` block: its statements as they are.
     public static func buildLimitedAvailability(_ part: [Statement]) -> [Statement] { part }
 }

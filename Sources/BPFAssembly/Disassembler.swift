@@ -18,6 +18,7 @@ public struct Disassembler: Sendable {
     /// annotations (text that then no longer tells a local call from a helper call).
     public var llvmCompatible: Bool
 
+    /// A disassembler with the given options; the defaults print numeric targets and helper ids, with annotations.
     public init(helperNames: Bool = false, labels: [Int: Label] = [:], llvmCompatible: Bool = false) {
         self.helperNames = helperNames
         self.labels = labels

@@ -1,5 +1,6 @@
 /// The byte order instructions are encoded in; eBPF uses the host's.
 public enum ByteOrder: Sendable {
+    /// Little- or big-endian; big-endian also puts the `dst` register in the high nibble of byte 1.
     case little, big
     /// The order of the machine this code runs on.
     public static var host: ByteOrder { 1.littleEndian == 1 ? .little : .big }
@@ -28,8 +29,10 @@ public struct DecodingError: Error, Hashable, Sendable, CustomStringConvertible 
     public var byteOffset: Int
     /// The opcode at that offset (0 when the bytes ran out before it).
     public var opcode: UInt8
+    /// What is wrong with the instruction.
     public var reason: Reason
 
+    /// `instruction N (byte offset B): …` followed by the reason, e.g. `unknown opcode 0x8f`.
     public var description: String {
         let at = "instruction \(index) (byte offset \(byteOffset))"
         switch reason {

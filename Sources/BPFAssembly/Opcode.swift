@@ -56,28 +56,47 @@ public enum AccessSize: UInt8, Sendable, CaseIterable {
 
 /// The addressing mode of a load/store (bits 5–7 of the opcode).
 public enum AccessMode: UInt8, Sendable {
+    /// `BPF_IMM`: an immediate; used by the 16-byte `ld_imm64`.
     case imm = 0x00
+    /// `BPF_ABS`: legacy packet access at a constant offset (`ld_abs`).
     case abs = 0x20
+    /// `BPF_IND`: legacy packet access at a register plus an offset (`ld_ind`).
     case ind = 0x40
+    /// `BPF_MEM`: a plain load or store at a register plus an offset.
     case mem = 0x60
+    /// `BPF_MEMSX`: a sign-extending load.
     case memsx = 0x80
+    /// `BPF_ATOMIC`: an atomic operation (`STX` only); see ``AtomicOperation``.
     case atomic = 0xc0
 }
 
 /// An arithmetic operation (bits 4–7 of an ALU or ALU64 opcode).
 public enum ALUOperation: UInt8, Sendable, CaseIterable {
+    /// `BPF_ADD`: `dst += src`.
     case add = 0x00
+    /// `BPF_SUB`: `dst -= src`.
     case sub = 0x10
+    /// `BPF_MUL`: `dst *= src`.
     case mul = 0x20
+    /// `BPF_DIV`: `dst /= src`, unsigned (signed with offset 1).
     case div = 0x30
+    /// `BPF_OR`: `dst |= src`.
     case or = 0x40
+    /// `BPF_AND`: `dst &= src`.
     case and = 0x50
+    /// `BPF_LSH`: `dst <<= src`.
     case lsh = 0x60
+    /// `BPF_RSH`: `dst >>= src`, logical.
     case rsh = 0x70
+    /// `BPF_NEG`: `dst = -dst`.
     case neg = 0x80
+    /// `BPF_MOD`: `dst %= src`, unsigned (signed with offset 1).
     case mod = 0x90
+    /// `BPF_XOR`: `dst ^= src`.
     case xor = 0xa0
+    /// `BPF_MOV`: `dst = src` (sign-extending with offset 8, 16 or 32).
     case mov = 0xb0
+    /// `BPF_ARSH`: `dst s>>= src`, arithmetic.
     case arsh = 0xc0
     /// Byte swap; see ``Instruction/be(_:_:)``, ``Instruction/le(_:_:)``, ``Instruction/bswap(_:_:)``.
     case end = 0xd0
@@ -85,19 +104,33 @@ public enum ALUOperation: UInt8, Sendable, CaseIterable {
 
 /// A jump condition or jump-class operation (bits 4–7 of a JMP or JMP32 opcode).
 public enum JumpOperation: UInt8, Sendable, CaseIterable {
+    /// `BPF_JA`: `goto +off` (JMP32: `gotol +imm`).
     case ja = 0x00
+    /// `BPF_JEQ`: jump if `dst == src`.
     case jeq = 0x10
+    /// `BPF_JGT`: jump if `dst > src`, unsigned.
     case jgt = 0x20
+    /// `BPF_JGE`: jump if `dst >= src`, unsigned.
     case jge = 0x30
+    /// `BPF_JSET`: jump if `dst & src != 0`.
     case jset = 0x40
+    /// `BPF_JNE`: jump if `dst != src`.
     case jne = 0x50
+    /// `BPF_JSGT`: jump if `dst > src`, signed.
     case jsgt = 0x60
+    /// `BPF_JSGE`: jump if `dst >= src`, signed.
     case jsge = 0x70
+    /// `BPF_CALL`: call a helper, a BPF function or a kfunc; see ``CallKind``.
     case call = 0x80
+    /// `BPF_EXIT`: return `r0`.
     case exit = 0x90
+    /// `BPF_JLT`: jump if `dst < src`, unsigned.
     case jlt = 0xa0
+    /// `BPF_JLE`: jump if `dst <= src`, unsigned.
     case jle = 0xb0
+    /// `BPF_JSLT`: jump if `dst < src`, signed.
     case jslt = 0xc0
+    /// `BPF_JSLE`: jump if `dst <= src`, signed.
     case jsle = 0xd0
     /// `BPF_JCOND`: with source 0, `may_goto +off` (a bounded-loop escape the verifier may take).
     case jcond = 0xe0
@@ -136,13 +169,21 @@ public struct AtomicOperation: RawRepresentable, Hashable, Sendable, CaseIterabl
     /// The flag that makes an operation return the old value in the source register.
     public static let fetchFlag: Int32 = 0x01
 
+    /// `BPF_ADD`: `*(size *)(dst + off) += src`.
     public static let add = AtomicOperation(rawValue: 0x00)
+    /// `BPF_OR`: `*(size *)(dst + off) |= src`.
     public static let or = AtomicOperation(rawValue: 0x40)
+    /// `BPF_AND`: `*(size *)(dst + off) &= src`.
     public static let and = AtomicOperation(rawValue: 0x50)
+    /// `BPF_XOR`: `*(size *)(dst + off) ^= src`.
     public static let xor = AtomicOperation(rawValue: 0xa0)
+    /// `BPF_ADD | BPF_FETCH`: an atomic add; the source register gets the old value.
     public static let fetchAdd = AtomicOperation(rawValue: 0x01)
+    /// `BPF_OR | BPF_FETCH`: an atomic or; the source register gets the old value.
     public static let fetchOr = AtomicOperation(rawValue: 0x41)
+    /// `BPF_AND | BPF_FETCH`: an atomic and; the source register gets the old value.
     public static let fetchAnd = AtomicOperation(rawValue: 0x51)
+    /// `BPF_XOR | BPF_FETCH`: an atomic xor; the source register gets the old value.
     public static let fetchXor = AtomicOperation(rawValue: 0xa1)
     /// Exchange: the source register gets the old value, memory the source.
     public static let xchg = AtomicOperation(rawValue: 0xe1)
@@ -155,6 +196,7 @@ public struct AtomicOperation: RawRepresentable, Hashable, Sendable, CaseIterabl
     /// `store_release((size *)(dst + off), src)`: a store with release ordering; any size.
     public static let storeRelease = AtomicOperation(rawValue: 0x110)
 
+    /// Every defined operation.
     public static let allCases: [AtomicOperation] = [
         .add, .or, .and, .xor, .fetchAdd, .fetchOr, .fetchAnd, .fetchXor, .xchg, .cmpxchg,
         .loadAcquire, .storeRelease,
@@ -184,6 +226,7 @@ public struct LoadImm64Source: RawRepresentable, Hashable, Sendable, CaseIterabl
     /// `BPF_PSEUDO_MAP_IDX_VALUE`: a map value by index into the load's fd array.
     public static let mapIndexValue = LoadImm64Source(rawValue: 6)
 
+    /// Every defined source, `constant` through `mapIndexValue` (0…6).
     public static let allCases: [LoadImm64Source] = (0...6).map { LoadImm64Source(rawValue: $0) }
 }
 

@@ -57,14 +57,19 @@ public enum TextAssembler {
 
 /// Why text did not assemble: the line and column (1-based) and what is wrong there.
 public struct TextAssemblyError: Error, Hashable, Sendable, CustomStringConvertible {
+    /// The 1-based line number.
     public var line: Int
+    /// The 1-based column.
     public var column: Int
+    /// What is wrong there.
     public var message: String
+    /// An error at `line` and `column` (both 1-based).
     public init(line: Int, column: Int, message: String) {
         self.line = line
         self.column = column
         self.message = message
     }
+    /// `LINE:COLUMN: MESSAGE`, as compilers print diagnostics.
     public var description: String { "\(line):\(column): \(message)" }
 }
 

@@ -146,8 +146,11 @@ public enum SKLookup {
 
     /// The ports a pattern matches.
     public enum PortMatch: Sendable, Hashable {
+        /// One port.
         case single(UInt16)
+        /// Any of these ports (one comparison each).
         case set([UInt16])
+        /// An inclusive range of ports (two comparisons).
         case range(ClosedRange<UInt16>)
     }
 

@@ -108,6 +108,7 @@ public enum SKLookupError: Error, Sendable, Hashable, CustomStringConvertible {
     /// The described connection cannot be put in a test-run context.
     case invalidConnection(String)
 
+    /// `instruction N: REASON`, or `cannot describe the connection: REASON`.
     public var description: String {
         switch self {
         case .unavailableHelper(let index, let reason): "instruction \(index): \(reason)"
@@ -137,6 +138,7 @@ public enum AssignError: Int32, Error, Sendable, CaseIterable, CustomStringConve
         self = error
     }
 
+    /// `bpf_sk_assign: ` followed by what went wrong and the errno name, e.g. `… (EEXIST)`.
     public var description: String {
         switch self {
         case .invalidFlags: "bpf_sk_assign: unknown flags (EINVAL)"

@@ -4,6 +4,7 @@ import BPFAssembly
 /// A connection as an SK_LOOKUP program sees it: for asking a loaded program "which socket
 /// would you pick?" through the kernel's test run, without sending a packet.
 public struct Connection: Sendable, Hashable, CustomStringConvertible {
+    /// TCP or UDP (the context's `protocol`).
     public var transport: Socket.Transport
     /// Where the connection goes (the server side: `local_ip`, `local_port`).
     public var local: Endpoint
@@ -37,6 +38,7 @@ public struct Connection: Sendable, Hashable, CustomStringConvertible {
         return context
     }
 
+    /// `PROTOCOL REMOTE → LOCAL`, e.g. `tcp 127.0.0.1:40000 → 127.0.0.1:80`.
     public var description: String { "\(transport) \(remote) → \(local)" }
 }
 

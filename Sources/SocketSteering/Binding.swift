@@ -54,8 +54,11 @@ public struct PortSet: Hashable, Sendable, Comparable, CustomStringConvertible, 
 
     /// How many ports it covers.
     public var count: Int { Int(upper) - Int(lower) + 1 }
+    /// Whether it covers every port (`*`).
     public var isAll: Bool { self == .all }
+    /// Whether `port` is in the set.
     public func contains(_ port: UInt16) -> Bool { lower <= port && port <= upper }
+    /// Whether the two sets share at least one port.
     public func overlaps(_ other: PortSet) -> Bool { lower <= other.upper && other.lower <= upper }
 
     /// `80`, `8000-8999` or `*`.
@@ -66,9 +69,11 @@ public struct PortSet: Hashable, Sendable, Comparable, CustomStringConvertible, 
     /// Narrower sets first; equal widths by first port.
     public static func < (a: PortSet, b: PortSet) -> Bool { (a.count, a.lower) < (b.count, b.lower) }
 
+    /// Decodes the text form (`80`, `8000-8999` or `*`), with the same checks as ``init(parsing:)``.
     public init(from decoder: any Decoder) throws {
         self = try PortSet(parsing: decoder.singleValueContainer().decode(String.self))
     }
+    /// Encodes the text form, ``description``.
     public func encode(to encoder: any Encoder) throws {
         var container = encoder.singleValueContainer()
         try container.encode(description)
@@ -83,11 +88,16 @@ public struct PortSet: Hashable, Sendable, Comparable, CustomStringConvertible, 
 /// ranges of equal width are ordered by their first port. Bindings of the same protocol,
 /// prefix and ports are one binding (binding it again to another label is an error).
 public struct Binding: Hashable, Sendable, CustomStringConvertible, Codable {
+    /// The label whose registered sockets take the matching traffic.
     public var label: String
+    /// The protocol it applies to, TCP or UDP.
     public var transport: Socket.Transport
+    /// The destination addresses it covers.
     public var prefix: IPPrefix
+    /// The destination ports it covers.
     public var ports: PortSet
 
+    /// A binding from parsed parts; the label is not checked (see ``checkLabel(_:)``).
     public init(label: String, transport: Socket.Transport, prefix: IPPrefix, ports: PortSet) {
         self.label = label
         self.transport = transport
@@ -157,6 +167,7 @@ public struct Binding: Hashable, Sendable, CustomStringConvertible, Codable {
 
     enum CodingKeys: String, CodingKey { case label, `protocol`, prefix, ports }
 
+    /// Decodes `label`, `protocol`, `prefix` and `ports` strings, checked as the command-line form is.
     public init(from decoder: any Decoder) throws {
         let container = try decoder.container(keyedBy: CodingKeys.self)
         try self.init(
@@ -166,6 +177,7 @@ public struct Binding: Hashable, Sendable, CustomStringConvertible, Codable {
             ports: container.decode(String.self, forKey: .ports))
     }
 
+    /// Encodes `label`, `protocol`, `prefix` and `ports` as strings.
     public func encode(to encoder: any Encoder) throws {
         var container = encoder.container(keyedBy: CodingKeys.self)
         try container.encode(label, forKey: .label)
@@ -231,6 +243,7 @@ public enum SteeringError: Error, Sendable, Hashable, CustomStringConvertible {
     /// The kernel refused something.
     case kernel(String)
 
+    /// The message alone, one line that says what to do.
     public var description: String {
         switch self {
         case .invalidInput(let s), .notLoaded(let s), .conflict(let s), .unsuitableSocket(let s), .limit(let s),

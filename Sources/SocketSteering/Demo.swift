@@ -10,7 +10,9 @@ import BPF
 public enum Demo {
     /// One connection the demo made.
     public struct Row: Sendable {
+        /// TCP or UDP.
         public var transport: Socket.Transport
+        /// The address and port connected to.
         public var target: Endpoint
         /// Which binding should take it, in words.
         public var why: String
@@ -18,11 +20,15 @@ public enum Demo {
         public var expected: [String]
         /// What did answer.
         public var landed: String
+        /// Whether the server that answered is one of ``expected``.
         public var ok: Bool { expected.contains(landed) }
     }
 
+    /// What the demo saw: every connection it made, and the dispatcher's status at the end.
     public struct Report: Sendable {
+        /// The connections, in the order they were made.
         public var rows: [Row]
+        /// The dispatcher's status after the connections, counters included.
         public var status: DispatcherStatus
     }
 

@@ -16,6 +16,7 @@ import SKLookup
 /// rule set. Opening takes a lock on the directory for the life of the value: shared for
 /// reading, exclusive for changes, so concurrent invocations are serialized.
 public final class Dispatcher {
+    /// The network namespace this dispatcher steers.
     public let namespace: NetworkNamespace
     /// The state directory.
     public let directory: String
@@ -376,6 +377,7 @@ public final class Dispatcher {
 
     /// What a change did.
     public enum Change: Sendable, Equatable {
+        /// Added, removed, or already as asked (nothing changed).
         case added, removed, unchanged
     }
 
@@ -478,9 +480,13 @@ public final class Dispatcher {
 
     /// The difference between the current bindings and a desired set.
     public struct Plan: Sendable, Codable, Equatable {
+        /// Bindings to add, in precedence order.
         public var added: [Binding]
+        /// Bindings to remove, in precedence order.
         public var removed: [Binding]
+        /// How many current bindings stay.
         public var unchanged: Int
+        /// Whether nothing would change.
         public var isEmpty: Bool { added.isEmpty && removed.isEmpty }
     }
 
@@ -588,18 +594,27 @@ public final class Dispatcher {
 
     /// A destination: the sockets of one label for one family and protocol.
     public struct Destination: Hashable, Sendable, Codable, CustomStringConvertible {
+        /// The label the sockets are registered for.
         public var label: String
+        /// TCP or UDP.
         public var transport: Socket.Transport
+        /// Whether this is the IPv6 destination (else IPv4).
         public var ipv6: Bool
+        /// `LABEL ipv4|ipv6 PROTOCOL`, e.g. `web ipv4 tcp`.
         public var description: String { "\(label) \(ipv6 ? "ipv6" : "ipv4") \(transport)" }
     }
 
     /// What registering a socket did, per destination.
     public struct Registration: Sendable, Equatable, CustomStringConvertible {
+        /// The destination the socket was registered in.
         public var destination: Destination
+        /// The socket's cookie (`SO_COOKIE`).
         public var cookie: UInt64
+        /// The socket's slot in the destination, 0 up to ``Layout/socketsPerDestination``.
         public var slot: Int
+        /// Whether the socket was already there, so nothing changed.
         public var alreadyRegistered: Bool
+        /// `DESTINATION: socket sk:0x… registered in slot N` (or `already registered`).
         public var description: String {
             "\(destination): socket \(hexCookie(cookie)) \(alreadyRegistered ? "already registered" : "registered") in slot \(slot)"
         }

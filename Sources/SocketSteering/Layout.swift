@@ -38,6 +38,7 @@ public enum Layout {
     public static let socketsPerDestination = 16
     /// Labels; each has 4 destinations (IPv4/IPv6 × TCP/UDP).
     public static let maxLabels = 4096
+    /// Destinations: four per label (IPv4/IPv6 × TCP/UDP).
     public static var maxDestinations: Int { maxLabels * 4 }
     /// Bytes of a label.
     static let labelSize = 64

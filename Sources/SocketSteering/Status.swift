@@ -7,7 +7,9 @@ import SKLookup
 
 /// A binding with its counters.
 public struct BindingStatus: Sendable, Codable, Equatable {
+    /// The binding.
     public var binding: Binding
+    /// The binding's id: its key in the binding table and its index in the counter array.
     public var id: UInt32
     /// Connections this binding matched.
     public var lookups: UInt64
@@ -21,16 +23,24 @@ public struct BindingStatus: Sendable, Codable, Equatable {
 
 /// A destination with its sockets and counters.
 public struct DestinationStatus: Sendable, Codable, Equatable {
+    /// One live socket of the destination.
     public struct SocketEntry: Sendable, Codable, Equatable {
+        /// Its slot in the destination, 0 up to ``Layout/socketsPerDestination``.
         public var slot: Int
+        /// The socket's cookie (`SO_COOKIE`).
         public var cookie: UInt64
         /// Processes that hold the socket, where they could be found.
         public var owners: [Int32]
     }
+    /// The label, protocol and family.
     public var destination: Dispatcher.Destination
+    /// The live sockets, by slot.
     public var sockets: [SocketEntry]
+    /// How many bindings of this label and protocol have a prefix of this family.
     public var bindings: Int
+    /// Connections of this family that the label's bindings of this protocol matched.
     public var lookups: UInt64
+    /// Of those, how many found no socket here (and were refused).
     public var misses: UInt64
     /// Assign errors by kind: `exists`, `socket-state`, `protocol`, `family`, `other`.
     public var errors: [String: UInt64]
@@ -38,14 +48,23 @@ public struct DestinationStatus: Sendable, Codable, Equatable {
 
 /// Everything `sksteer status` shows.
 public struct DispatcherStatus: Sendable, Codable, Equatable {
+    /// The path the network namespace was opened from.
     public var namespace: String
+    /// The state directory in the bpf filesystem.
     public var directory: String
+    /// The layout version of the pinned state (``Layout/schemaVersion`` when current).
     public var schema: UInt32
+    /// The generation of the active rule set; each `apply` that changes something adds one.
     public var generation: UInt32
+    /// The binding limit chosen at load time.
     public var maxBindings: UInt32
+    /// The id of the program the pinned link attaches, if the link could be read.
     public var programID: UInt32?
+    /// The id of the pinned link, if it could be read.
     public var linkID: UInt32?
+    /// Every binding with its counters, in precedence order.
     public var bindings: [BindingStatus]
+    /// Destinations that have sockets, bindings or non-zero counters.
     public var destinations: [DestinationStatus]
     /// Connections that matched no binding (the kernel's normal lookup took them).
     public var noMatch: UInt64
@@ -100,7 +119,8 @@ extension Dispatcher {
                             sockets: live.map {
                                 .init(slot: $0.slot, cookie: $0.cookie, owners: owners[$0.cookie] ?? [])
                             },
-                            bindings: bound.count, lookups: counters[0], misses: counters[1],
+                            bindings: bound.filter { $0.binding.prefix.address.isIPv4 != ipv6 }.count,
+                            lookups: counters[0], misses: counters[1],
                             errors: [
                                 "exists": counters[2], "socket-state": counters[3], "protocol": counters[4],
                                 "family": counters[5], "other": counters[6],
@@ -171,6 +191,7 @@ extension Dispatcher {
 
     /// Which binding matches a connection, and which socket the live program picks for it.
     public struct Explanation: Sendable, Codable, Equatable {
+        /// The connection tested, e.g. `tcp 127.0.0.1:40000 → 127.0.0.1:80`.
         public var connection: String
         /// The binding that wins by the precedence rules, worked out in user space.
         public var binding: Binding?
@@ -180,6 +201,7 @@ extension Dispatcher {
         public var socket: String?
         /// The destination and slot of that socket.
         public var destination: Dispatcher.Destination?
+        /// The slot of that socket in its destination.
         public var slot: Int?
         /// What happens to the connection, in words.
         public var outcome: String

@@ -9,9 +9,13 @@ import Logging
 extension Dispatcher {
     /// What `upgrade` did.
     public struct UpgradeResult: Sendable, Codable, Equatable {
+        /// The id of the program that was attached before.
         public var previousProgramID: UInt32
+        /// The id of the program attached now.
         public var programID: UInt32
+        /// The kernel tag (16 hex digits) of the program attached before.
         public var previousTag: String
+        /// The kernel tag (16 hex digits) of the program attached now.
         public var tag: String
         /// The layout the state was migrated from, if it was.
         public var migratedFrom: UInt32?

@@ -7,6 +7,7 @@ import Synchronization
 
 /// `sksteer bench`: every measurement side by side in one run, in throwaway namespaces.
 public enum Bench {
+    /// What to measure and how hard; the defaults are the full run.
     public struct Options: Sendable {
         /// Filler bindings for the data-plane sizes.
         public var sizes: [Int] = [1, 1_000, 100_000, 1_000_000]
@@ -26,6 +27,7 @@ public enum Bench {
         public var dataPlaneOnly = false
         /// Where the reference C source is.
         public var referenceSource: URL
+        /// The default (full) options, with the reference C source at `referenceSource`.
         public init(referenceSource: URL) { self.referenceSource = referenceSource }
 
         /// Tiny sizes: proves the command works; the numbers mean little.
@@ -42,11 +44,17 @@ public enum Bench {
         }
     }
 
+    /// One data-plane measurement: nanoseconds per lookup for one size and scenario.
     public struct DataPlaneRow: Codable, Sendable {
+        /// The number of filler bindings (the scenarios add four more).
         public var bindings: Int
+        /// What the lookup hits, e.g. `single port`, `port range` or `no binding`.
         public var scenario: String
+        /// sksteer's median time per lookup, in nanoseconds (`BPF_PROG_TEST_RUN`).
         public var oursNanoseconds: Double
+        /// The C reference's median time per lookup, in nanoseconds.
         public var referenceNanoseconds: Double
+        /// The median time of a program that only returns SK_PASS: the test run's own cost, in nanoseconds.
         public var floorNanoseconds: Double
         /// Ours ÷ reference (the goal is ≤ 1.00).
         public var ratio: Double
@@ -54,29 +62,45 @@ public enum Bench {
         public var agree: Bool
     }
 
+    /// One connection-rate measurement, the median over rounds.
     public struct RateRow: Codable, Sendable {
+        /// What was measured and through what, e.g. `TCP connect+accept+close/s, plain listener`.
         public var name: String
+        /// The median rate over rounds, per second.
         public var perSecond: Double
         /// The slowest and fastest rounds, to show the noise.
         public var lowest: Double
+        /// The fastest round's rate, per second.
         public var highest: Double
         /// ÷ the plain listener's rate (the goal for TCP is ≥ 0.97).
         public var ratioToPlain: Double
     }
 
+    /// One control-plane timing.
     public struct TimingRow: Codable, Sendable {
+        /// What was timed, e.g. `apply 100000 bindings from a file`.
         public var name: String
+        /// The wall-clock time, in seconds.
         public var seconds: Double
+        /// The target, such as `< 2 s`, if there is one.
         public var goal: String?
+        /// Whether the goal was met; `nil` without a goal.
         public var met: Bool?
     }
 
+    /// Everything one run measured, as written to JSON and rendered by ``markdown(_:command:)``.
     public struct Results: Codable, Sendable {
+        /// The machine: kernel, cores, cpu, memory, clang version and date.
         public var machine: [String: String]
+        /// The options the run used, as text.
         public var options: [String: String]
+        /// Nanoseconds per lookup, by size and scenario.
         public var dataPlane: [DataPlaneRow]
+        /// TCP connection and UDP datagram rates, plain and through sksteer.
         public var connections: [RateRow]
+        /// Timings of `apply`, `bind`, `status` and the load path.
         public var controlPlane: [TimingRow]
+        /// Instruction counts after verification, of sksteer's program and the reference.
         public var instructions: [String: Int]
     }
 
@@ -433,6 +457,7 @@ public enum Bench {
         return info
     }
 
+    /// The results as a Markdown report with tables, naming `command` as what made it.
     public static func markdown(_ results: Results, command: String) -> String {
         var out = "# Benchmarks\n\nMade by `\(command)` on one machine, all measurements side by side in one run"
         out += " (this machine is shared and noisy: compare the ratios, not the absolute numbers).\n\n"
