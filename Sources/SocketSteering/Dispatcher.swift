@@ -683,7 +683,8 @@ public final class Dispatcher {
             throw SteeringError.conflict("no label '\(label)' is known")
         }
         let destination = Layout.destination(label: labelID, transport: transport, ipv6: ipv6)
-        for slot in 0..<Layout.socketsPerDestination {
+        // Only live slots: the kernel answers EINVAL to deleting an empty SOCKMAP slot.
+        for (slot, _) in try sockets(destination: destination) {
             try maps.dataPlane.sockets.delete(
                 rawBytes(of: destination * UInt32(Layout.socketsPerDestination) + UInt32(slot)))
         }

@@ -69,6 +69,24 @@ struct BehaviourTests {
         }
     }
 
+    /// unregister empties a destination: its traffic is then refused and counted as misses.
+    @Test func unregisterEmptiesADestination() throws {
+        try exclusively {
+            let f = try Fixture()
+            try f.serve("web", .tcp, .loopback4, 7660, label: "web")
+            try f.bind("web", "tcp", "127.0.0.1", "80")
+            #expect(try f.land(.tcp, "127.0.0.1", 80) == "web")
+            try f.dispatcher().unregister(label: "web", transport: .tcp, ipv6: false)
+            #expect(try f.land(.tcp, "127.0.0.1", 80) == "refused")
+            let status = try f.dispatcher(readOnly: true).status()
+            #expect(status.bindings.first?.misses == 1)
+            #expect(status.destinations.first { $0.destination.label == "web" }?.sockets.isEmpty == true)
+            // The socket is still open and can come back.
+            try f.dispatcher().register(f.servers[0].socket, label: "web")
+            #expect(try f.land(.tcp, "127.0.0.1", 80) == "web")
+        }
+    }
+
     /// The counters count exactly the connections made.
     @Test func metricsCountExactlyWhatWasSent() throws {
         try exclusively {
