@@ -277,8 +277,7 @@ public struct MapInfo: Sendable, Hashable {
 
     init(descriptor: OwnedFileDescriptor) throws(BPFError) {
         var info = bpf_map_info()
-        var length = UInt32(MemoryLayout<bpf_map_info>.size)
-        try kernelCall("read map info") { cbpf_obj_info(descriptor.rawValue, &info, &length) }
+        try objectInfo(descriptor, "read map info", &info)
         id = info.id
         type = MapType(rawValue: info.type)
         name = withUnsafeBytes(of: info.name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }

@@ -156,8 +156,8 @@ public final class Program: Sendable, CustomStringConvertible {
     /// without field checks (the kernel rewrites some fields).
     public func translatedInstructions() throws(BPFError) -> [Instruction] {
         var info = bpf_prog_info()
+        try objectInfo(descriptor, "read program info", &info)
         var length = UInt32(MemoryLayout<bpf_prog_info>.size)
-        try kernelCall("read program info") { cbpf_obj_info(descriptor.rawValue, &info, &length) }
         var buffer = [UInt8](repeating: 0, count: Int(info.xlated_prog_len))
         var second = bpf_prog_info()
         second.xlated_prog_len = info.xlated_prog_len
@@ -250,8 +250,8 @@ public struct ProgramInfo: Sendable, Hashable, Codable {
 
     init(descriptor: OwnedFileDescriptor) throws(BPFError) {
         var info = bpf_prog_info()
+        try objectInfo(descriptor, "read program info", &info)
         var length = UInt32(MemoryLayout<bpf_prog_info>.size)
-        try kernelCall("read program info") { cbpf_obj_info(descriptor.rawValue, &info, &length) }
         var mapIDs = [UInt32](repeating: 0, count: Int(info.nr_map_ids))
         if !mapIDs.isEmpty {
             var second = bpf_prog_info()
@@ -303,6 +303,14 @@ extension ProgramType: Codable {
     public func encode(to encoder: any Encoder) throws {
         var container = encoder.singleValueContainer()
         try container.encode(description)
+    }
+}
+
+/// `BPF_OBJ_GET_INFO_BY_FD` into a kernel info struct (`bpf_prog_info`, `bpf_map_info`).
+func objectInfo<Info>(_ descriptor: OwnedFileDescriptor, _ what: String, _ info: inout Info) throws(BPFError) {
+    var length = UInt32(MemoryLayout<Info>.size)
+    try kernelCall(what) {
+        withUnsafeMutableBytes(of: &info) { cbpf_obj_info(descriptor.rawValue, $0.baseAddress, &length) }
     }
 }
 

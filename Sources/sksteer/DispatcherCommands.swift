@@ -30,7 +30,7 @@ struct StateOptions: ParsableArguments {
         }
     }
 
-    func namespace() throws -> NetworkNamespace { try kernel { try NetworkNamespace.open(path: netns) } }
+    func namespace() throws -> NetworkNamespace { try NetworkNamespace.open(path: netns) }
 
     func logger() -> Logger {
         var logger = Logger(label: "sksteer", factory: { StreamLogHandler.standardError(label: $0) })
@@ -39,17 +39,7 @@ struct StateOptions: ParsableArguments {
     }
 
     func open(readOnly: Bool = false) throws -> Dispatcher {
-        try steering { try Dispatcher.open(namespace: namespace(), bpffs: bpffs, readOnly: readOnly, logger: logger()) }
-    }
-}
-
-/// Turns dispatcher and kernel errors into one line.
-@discardableResult
-func steering<T>(_ body: () throws -> T) throws -> T {
-    do {
-        return try kernel(body)
-    } catch let error as SteeringError {
-        throw ToolError(error.description)
+        try Dispatcher.open(namespace: namespace(), bpffs: bpffs, readOnly: readOnly, logger: logger())
     }
 }
 
@@ -65,12 +55,10 @@ struct Load: ParsableCommand {
     func run() throws {
         try reporting {
             if mount && !BPFFileSystem.isMounted(at: state.bpffs) {
-                try kernel { try BPFFileSystem.mount(at: state.bpffs) }
+                try BPFFileSystem.mount(at: state.bpffs)
             }
-            let dispatcher = try steering {
-                try Dispatcher.load(
-                    namespace: state.namespace(), bpffs: state.bpffs, maxBindings: maxBindings, logger: state.logger())
-            }
+            let dispatcher = try Dispatcher.load(
+                namespace: state.namespace(), bpffs: state.bpffs, maxBindings: maxBindings, logger: state.logger())
             try state.report("loaded", ["directory": dispatcher.directory])
         }
     }
@@ -82,7 +70,7 @@ struct Unload: ParsableCommand {
     @OptionGroup var state: StateOptions
     func run() throws {
         try reporting {
-            try steering { try Dispatcher.unload(namespace: state.namespace(), bpffs: state.bpffs) }
+            try Dispatcher.unload(namespace: state.namespace(), bpffs: state.bpffs)
             try state.report("unloaded")
         }
     }
@@ -94,9 +82,8 @@ struct Upgrade: ParsableCommand {
     @OptionGroup var state: StateOptions
     func run() throws {
         try reporting {
-            let result = try steering {
-                try Dispatcher.upgrade(namespace: state.namespace(), bpffs: state.bpffs, logger: state.logger())
-            }
+            let result = try Dispatcher.upgrade(
+                namespace: state.namespace(), bpffs: state.bpffs, logger: state.logger())
             if state.format == .json { return try printJSON(result) }
             print(
                 "program #\(result.previousProgramID) (tag \(result.previousTag)) → #\(result.programID) (tag \(result.tag))"
@@ -125,7 +112,7 @@ struct BindingArguments: ParsableArguments {
     @Argument(help: "A port (80), a range (8000-8999) or * for all ports.") var ports: String
 
     func binding() throws -> Binding {
-        try steering { try Binding(label: label, protocol: proto, prefix: prefix, ports: ports) }
+        try Binding(label: label, protocol: proto, prefix: prefix, ports: ports)
     }
 }
 
@@ -136,7 +123,7 @@ struct Bind: ParsableCommand {
     func run() throws {
         try reporting {
             let binding = try arguments.binding()
-            let change = try steering { try state.open().bind(binding) }
+            let change = try state.open().bind(binding)
             try state.report(change == .unchanged ? "already bound" : "bound", ["binding": binding.description])
         }
     }
@@ -149,7 +136,7 @@ struct Unbind: ParsableCommand {
     func run() throws {
         try reporting {
             let binding = try arguments.binding()
-            try steering { try state.open().unbind(binding) }
+            try state.open().unbind(binding)
             try state.report("unbound", ["binding": binding.description])
         }
     }
@@ -178,7 +165,7 @@ struct Bindings: ParsableCommand {
                 guard let p = IPPrefix(prefix) else { throw ToolError("'\(prefix)' is not an address or prefix") }
                 filter = p
             }
-            let status = try steering { try state.open(readOnly: true).status(findOwners: false) }
+            let status = try state.open(readOnly: true).status(findOwners: false)
             let rows = status.bindings.filter { entry in
                 let b = entry.binding
                 if let transport, b.transport != transport { return false }
@@ -239,7 +226,7 @@ struct Plan: ParsableCommand {
     func run() throws {
         try reporting {
             let bindings = try input.bindings()
-            let plan = try steering { try state.open(readOnly: true).plan(bindings) }
+            let plan = try state.open(readOnly: true).plan(bindings)
             if state.format == .json { return try printJSON(plan) }
             printPlan(plan, applied: false, all: all)
         }
@@ -258,7 +245,7 @@ struct Apply: ParsableCommand {
     func run() throws {
         try reporting {
             let bindings = try input.bindings()
-            let plan = try steering { try state.open().apply(bindings) }
+            let plan = try state.open().apply(bindings)
             if state.format == .json { return try printJSON(plan) }
             printPlan(plan, applied: true, all: all)
         }
@@ -286,10 +273,8 @@ struct Register: ParsableCommand {
     @Option(help: "Only the descriptors with this name in LISTEN_FDNAMES.") var name: String?
     func run() throws {
         try reporting {
-            let registrations = try steering {
-                try state.open().registerActivatedSockets(
-                    label: label, name: name, environment: ProcessInfo.processInfo.environment)
-            }
+            let registrations = try state.open().registerActivatedSockets(
+                label: label, name: name, environment: ProcessInfo.processInfo.environment)
             try printRegistrations(registrations, format: state.format)
         }
     }
@@ -319,10 +304,8 @@ struct RegisterPID: ParsableCommand {
                 throw ToolError("protocol '\(proto)' is not tcp or udp")
             }
             guard let address = IPAddress(ip) else { throw ToolError("'\(ip)' is not an IP address") }
-            let registrations = try steering {
-                try state.open().register(
-                    fromProcess: process, label: label, transport: transport, address: address, port: port)
-            }
+            let registrations = try state.open().register(
+                fromProcess: process, label: label, transport: transport, address: address, port: port)
             try printRegistrations(registrations, format: state.format)
         }
     }
@@ -340,7 +323,7 @@ struct Unregister: ParsableCommand {
                 throw ToolError("protocol '\(proto)' is not tcp or udp")
             }
             guard ["ipv4", "ipv6"].contains(family) else { throw ToolError("family '\(family)' is not ipv4 or ipv6") }
-            try steering { try state.open().unregister(label: label, transport: transport, ipv6: family == "ipv6") }
+            try state.open().unregister(label: label, transport: transport, ipv6: family == "ipv6")
             try state.report("unregistered", ["destination": "\(label) \(family) \(transport)"])
         }
     }
@@ -352,7 +335,7 @@ struct Status: ParsableCommand {
     @Argument(help: "Only this label.") var label: String?
     func run() throws {
         try reporting {
-            var status = try steering { try state.open(readOnly: true).status() }
+            var status = try state.open(readOnly: true).status()
             if let label {
                 status.bindings = status.bindings.filter { $0.binding.label == label }
                 status.destinations = status.destinations.filter { $0.destination.label == label }
@@ -420,9 +403,7 @@ struct Explain: ParsableCommand {
                 }
                 source = endpoint
             }
-            let explanation = try steering {
-                try state.open(readOnly: true).explain(transport, address, port, from: source)
-            }
+            let explanation = try state.open(readOnly: true).explain(transport, address, port, from: source)
             if state.format == .json { return try printJSON(explanation) }
             print("connection  \(explanation.connection)")
             print("binding     \(explanation.binding.map(\.description) ?? "none")")
@@ -442,16 +423,14 @@ struct Metrics: ParsableCommand {
     @Option(help: .hidden) var maxRequests: Int?
 
     func text() throws -> String {
-        try steering {
-            try state.open(readOnly: true).status(findOwners: false).prometheusText(version: sksteerVersion)
-        }
+        try state.open(readOnly: true).status(findOwners: false).prometheusText(version: sksteerVersion)
     }
 
     func run() throws {
         try reporting {
             guard let listen else { return print(try text(), terminator: "") }
             guard let endpoint = Endpoint(listen) else { throw ToolError("--listen '\(listen)' is not ADDR:PORT") }
-            let server = try kernel { try Socket.bound(.tcp, endpoint.address, port: endpoint.port) }
+            let server = try Socket.bound(.tcp, endpoint.address, port: endpoint.port)
             FileHandle.standardError.write(Data("serving metrics on http://\(endpoint)/metrics\n".utf8))
             var served = 0
             while maxRequests.map({ served < $0 }) ?? true {
@@ -482,7 +461,7 @@ struct DemoCommand: ParsableCommand {
         abstract: "Show the dispatcher at work in a throwaway namespace, with real connections; leaves nothing behind.")
     func run() throws {
         try reporting {
-            let report = try steering { try Demo.run { print($0) } }
+            let report = try Demo.run { print($0) }
             let failed = report.rows.filter { !$0.ok }
             if !failed.isEmpty { throw ToolError("\(failed.count) connection(s) did not land where expected") }
             print("\nAll \(report.rows.count) connections landed where the bindings say.")

@@ -26,16 +26,6 @@ func printTable(_ header: [String], _ rows: [[String]]) {
     for row in rows { print(line(row)) }
 }
 
-/// Turns library errors into one clear line.
-@discardableResult
-func kernel<T>(_ body: () throws -> T) throws -> T {
-    do {
-        return try body()
-    } catch let error as BPFError {
-        throw ToolError(error.description)
-    }
-}
-
 struct Prog: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Inspect loaded BPF programs.", subcommands: [ProgList.self], defaultSubcommand: ProgList.self)
@@ -60,7 +50,7 @@ struct ProgList: ParsableCommand {
                 }
                 filter = known
             }
-            let programs = try kernel { try ProgramInfo.all(type: filter) }
+            let programs = try ProgramInfo.all(type: filter)
             if format == .json { return try printJSON(programs) }
             printTable(
                 ["ID", "TYPE", "NAME", "TAG", "INSNS", "MAPS"],
@@ -97,7 +87,7 @@ struct LinkList: ParsableCommand {
 
     func run() throws {
         try reporting {
-            let links = try kernel { try LinkInfo.all() }
+            let links = try LinkInfo.all()
             let rows = links.map {
                 Row(
                     id: $0.id, type: $0.type.description, programID: $0.programID, namespaceInode: $0.namespaceInode,

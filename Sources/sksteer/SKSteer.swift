@@ -32,18 +32,13 @@ func readFile(_ path: String) throws -> Data {
     }
 }
 
-/// Runs a command body, turning every error into one line on stderr and exit status 1.
+/// Runs a command body, turning every error of ours into one line on stderr and exit status 1:
+/// the one place the command line reports errors.
 func reporting(_ body: () throws -> Void) throws {
     do {
         try body()
-    } catch let error as ToolError {
-        FileHandle.standardError.write(Data("sksteer: \(error.description)\n".utf8))
-        throw ExitCode.failure
-    } catch let error as BPFError {
-        FileHandle.standardError.write(Data("sksteer: \(error.description)\n".utf8))
-        throw ExitCode.failure
-    } catch let error as SteeringError {
-        FileHandle.standardError.write(Data("sksteer: \(error.description)\n".utf8))
+    } catch let error where error is ToolError || error is BPFError || error is SteeringError {
+        FileHandle.standardError.write(Data("sksteer: \(error)\n".utf8))
         throw ExitCode.failure
     }
 }
