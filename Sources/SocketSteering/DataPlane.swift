@@ -2,224 +2,132 @@ import BPF
 import BPFAssembly
 import SKLookup
 
-/// The maps the dispatcher program uses.
+/// The maps one program reads: one rule-set copy and the shared socket and counter maps.
 struct DataPlaneMaps: Sendable {
-    /// `ARRAY` [1] → u32: the slot (0 or 1) of the rule set in use.
-    var active: Map
-    /// `ARRAY_OF_MAPS` [2] of host-binding hashes.
-    var hosts: Map
-    /// `ARRAY` of u64: per slot and protocol, a bit for each port some host binding uses.
-    var hostPorts: Map
-    /// `ARRAY_OF_MAPS` [2] of rule tries.
-    var rules: Map
+    /// ``Layout/PortFlags`` of the copy.
+    var ports: Map
+    /// The copy's tables, by lane and table.
+    var tables: [Lane: [Table: Map]]
     /// `SOCKMAP`: destination × ``Layout/socketsPerDestination`` slots.
     var sockets: Map
-    /// `ARRAY` destination → u32: slots in use (the high-water mark).
-    var socketCounts: Map
     /// `PERCPU_ARRAY` destination → ``Layout/DestinationCounter``.
     var destinationMetrics: Map
-    /// `ARRAY` binding id → ``Layout/BindingCounter`` (atomically added).
-    var bindingMetrics: Map
     /// `PERCPU_ARRAY` [1] → ``Layout/GlobalCounter``.
     var globalMetrics: Map
 }
 
-/// Generates the dispatcher's SK_LOOKUP program with the DSL (no C).
+/// Generates the dispatcher's SK_LOOKUP program with the DSL (no C). The steps are those of
+/// ``RuleTables/lookup(_:_:_:)``; the offsets come from ``Layout``.
+///
+/// Per connection: the port's flags (an array read the verifier inlines); the `host` hash if
+/// the port has host entries (a hit ends the search); the `exact` trie if it has exact
+/// entries (a hit ends the search unless the entry says an all-ports binding may beat it);
+/// else the `wild` trie. Then the destination's counters, one SOCKMAP read at a slot chosen
+/// by a hash of the remote address and port (the next slots if that socket has closed), and
+/// `bpf_sk_assign`.
 enum DataPlane {
-    // Stack layout (offsets from r10).
-    static let prefixKey: Int16 = -24  // 24 bytes
-    static let portKey: Int16 = -48  // 24 bytes
-    static let scratchKey: Int16 = -52  // u32
-    static let destinationSlot: Int16 = -56  // u32
-    static let bindingSlot: Int16 = -60  // u32
-    static let hashSlot: Int16 = -64  // u32
-    static let countSlot: Int16 = -68  // u32
-    static let countingSlot: Int16 = -72  // u32: ingress ifindex; 0 in test runs, which are not counted
-    static let generationSlot: Int16 = -76  // u32: the active slot
-    static let hostKey: Int16 = -96  // 20 bytes
+    // Stack layout (offsets from r10). The exact key starts 2 bytes past an 8-byte boundary so
+    // that its address, after the 4-byte length and 2-byte port, is 8-byte aligned.
+    static let exactKey: Int16 = -32 + 2  // up to 22 bytes: [-30, -8)
+    static let wildKey: Int16 = -56  // up to 20 bytes: [-56, -36)
+    static let scratch: Int16 = -60  // u32 map keys
+    static let destinationSlot: Int16 = -64  // u32
+    static let hashSlot: Int16 = -68  // u32
+    static let countingSlot: Int16 = -72  // u32: the ingress ifindex; 0 in test runs, which are not counted
 
-    static let ebpfAFInet6: Int32 = 10
+    static let afInet6: Int32 = 10
+    static let afInet: Int32 = 2
+    static let ipprotoTCP: Int32 = 6
     static let ipprotoUDP: Int32 = 17
 
     /// - Parameter countTestRuns: count test runs like real traffic (for benchmarks, which
     ///   measure the program through the kernel's test run and must pay for the counters).
     static func program(_ maps: DataPlaneMaps, countTestRuns: Bool = false) throws -> Assembly {
         let ctx = Register.r6
-        let trie = Register.r7
-        let nomatch = Label("nomatch")
-        let found = Label("found")
+        let found4 = Label("found4")
+        let found6 = Label("found6")
+        let select = Label("select")
         let miss = Label("miss")
         let assign = Label("assign")
+        let nomatch = Label("nomatch")
         let passVerdict = Label("pass")
-        let drop = Label("drop")
-        let notLoaded = Label("not_loaded")
-        let hostIPv4 = Label("host_ipv4")
-        let hostKeyed = Label("host_keyed")
-        let noHosts = Label("no_hosts")
-        let hashed = Label("hashed")
+        let lanes = Dictionary(uniqueKeysWithValues: Lane.allCases.map { ($0, Label("lane_\($0)")) })
 
         return try assemble {
             Instruction.mov(ctx, .r1)
-            // Zero the three keys (the other slots are written before they are read).
-            for offset in stride(from: hostKey, to: hostKey + 24, by: 8) { Instruction.st(.dw, .r10, offset, 0) }
-            for offset in stride(from: portKey, to: 0, by: 8) { Instruction.st(.dw, .r10, offset, 0) }
-            // Real traffic has an ingress interface; test runs have none and are not counted
-            // (unless this program is built to count them, for benchmarks).
             if countTestRuns {
                 Instruction.st(.w, .r10, countingSlot, 1)
             } else {
                 SKLookup.load(.ingressInterface, from: ctx, into: .r2)
                 Instruction.stx(.w, .r10, .r2, countingSlot)
             }
-            // The active rule set: its slot, then its host hash and its trie.
-            Instruction.st(.w, .r10, scratchKey, 0)
-            lookup(maps.active, keyAt: scratchKey)
-            Statement.jump(.jeq, .r0, 0, to: notLoaded)
-            Instruction.ldx(.w, .r2, .r0, 0)
-            Instruction.stx(.w, .r10, .r2, generationSlot)
-            lookup(maps.rules, keyAt: generationSlot)
-            Statement.jump(.jeq, .r0, 0, to: notLoaded)
-            Instruction.mov(trie, .r0)
-
-            // Host key: [protocol, 0] + local port + local address (IPv4 mapped into IPv6).
-            SKLookup.getProtocol(ctx, into: .r2)
-            Instruction.stx(.b, .r10, .r2, hostKey)
-            SKLookup.getLocalPort(ctx, into: .r2)
-            Instruction.stx(.h, .r10, .r2, hostKey + 2)
+            // Which lane: family, then protocol; anything else is not ours.
             SKLookup.getFamily(ctx, into: .r2)
-            Statement.jump(.jne, .r2, ebpfAFInet6, to: hostIPv4)
-            for word in 0..<4 {
-                SKLookup.getLocalIPv6(ctx, word: word, into: .r3)
-                Instruction.stx(.w, .r10, .r3, hostKey + 4 + Int16(4 * word))
-            }
-            Statement.ja(to: hostKeyed)
-            hostIPv4
-            Instruction.st(.w, .r10, hostKey + 12, Int32(bitPattern: value(UInt32.self, from: [0, 0, 0xff, 0xff])))
-            SKLookup.getLocalIPv4(ctx, into: .r3)
-            Instruction.stx(.w, .r10, .r3, hostKey + 16)
-            hostKeyed
-            // Only ports some host binding uses are looked up in the host hash.
-            Instruction.ldx(.w, .r2, .r10, generationSlot)
-            Instruction.mul32(.r2, 2048)
             SKLookup.getProtocol(ctx, into: .r3)
-            Instruction.jump(.jne, .r3, ipprotoUDP, offset: 1)
-            Instruction.add32(.r2, 1024)
-            SKLookup.getLocalPort(ctx, into: .r3)
-            Instruction.rsh32(.r3, 6)
-            Instruction.add32(.r2, .r3)
-            Instruction.stx(.w, .r10, .r2, hashSlot)
-            lookup(maps.hostPorts, keyAt: hashSlot)
-            Statement.jump(.jeq, .r0, 0, to: noHosts)
-            Instruction.ldx(.dw, .r4, .r0, 0)
-            SKLookup.getLocalPort(ctx, into: .r3)
-            Instruction.and(.r3, 63)
-            Instruction.rsh(.r4, .r3)
-            Instruction.and(.r4, 1)
-            Statement.jump(.jeq, .r4, 0, to: noHosts)
-            // A host binding is the most specific there is: a hit ends the search.
-            lookup(maps.hosts, keyAt: generationSlot)
-            Statement.jump(.jeq, .r0, 0, to: noHosts)
-            lookup(inMapAt: .r0, keyAt: hostKey)
-            Statement.jump(.jne, .r0, 0, to: found)
-            noHosts
-
-            // Prefix key: [0, protocol, 0, 0] + the address already in the host key.
-            Instruction.st(.w, .r10, prefixKey, Int32(Layout.fullPrefixLength))
-            Instruction.ldx(.b, .r2, .r10, hostKey)
-            Instruction.stx(.b, .r10, .r2, prefixKey + 5)
-            for word in Int16(0)..<4 {
-                Instruction.ldx(.w, .r3, .r10, hostKey + 4 + 4 * word)
-                Instruction.stx(.w, .r10, .r3, prefixKey + 8 + 4 * word)
+            for lane in Lane.allCases {
+                let next = Label("not_\(lane)")
+                Statement.jump(.jne, .r2, lane.ipv6 ? afInet6 : afInet, to: next)
+                Statement.jump(.jeq, .r3, lane.transport == .tcp ? ipprotoTCP : ipprotoUDP, to: lanes[lane]!)
+                next
             }
-            // Port key: [1, 0, 0, 0] + ruleset + big-endian port.
-            Instruction.st(.w, .r10, portKey, Int32(Layout.fullPortLength))
-            Instruction.st(.b, .r10, portKey + 4, Int32(Layout.portKind))
-            SKLookup.getLocalPort(ctx, into: .r3)
-            Instruction.be(.r3, 16)
-            Instruction.stx(.h, .r10, .r3, portKey + 12)
+            SKLookup.pass()
 
-            // Longest prefix first; if its rule set lacks the port, the next shorter prefix.
-            for _ in 0..<Layout.maxNesting {
-                lookup(inMapAt: trie, keyAt: prefixKey)
-                Statement.jump(.jeq, .r0, 0, to: nomatch)
-                Instruction.ldx(.w, .r2, .r0, 0)
-                Instruction.stx(.w, .r10, .r2, portKey + 8)
-                Instruction.ldx(.w, .r3, .r0, 4)
-                Instruction.sub(.r3, 1)
-                Instruction.stx(.w, .r10, .r3, prefixKey)
-                lookup(inMapAt: trie, keyAt: portKey)
-                Statement.jump(.jne, .r0, 0, to: found)
-                Instruction.ldx(.w, .r3, .r10, prefixKey)
-                Statement.jump(.jlt, .r3, 32, to: nomatch)
-            }
-            Statement.ja(to: nomatch)
-
-            found
-            Instruction.ldx(.w, .r8, .r0, 0)  // label
-            Instruction.ldx(.w, .r9, .r0, 4)  // binding
-            Instruction.stx(.w, .r10, .r9, bindingSlot)
-            Instruction.lsh(.r8, 2)
-            SKLookup.getProtocol(ctx, into: .r2)
-            Instruction.jump(.jne, .r2, ipprotoUDP, offset: 1)
-            Instruction.add(.r8, 2)
-            SKLookup.getFamily(ctx, into: .r2)
-            Instruction.jump(.jne, .r2, ebpfAFInet6, offset: 1)
-            Instruction.add(.r8, 1)
-            Instruction.stx(.w, .r10, .r8, destinationSlot)
-            counting("found") {
-                bindingCounter(maps, .lookups)
-                let countedFamily = Label("counted_family")
-                SKLookup.getFamily(ctx, into: .r2)
-                Statement.jump(.jne, .r2, ebpfAFInet6, to: countedFamily)
-                bindingCounter(maps, .lookupsIPv6)
-                countedFamily
+            for lane in Lane.allCases {
+                lanes[lane]!
+                laneLookup(lane, maps, found: lane.ipv6 ? found6 : found4, nomatch: nomatch)
             }
 
-            // How many socket slots the destination uses.
-            lookup(maps.socketCounts, keyAt: destinationSlot)
-            Statement.jump(.jeq, .r0, 0, to: miss)
-            Instruction.ldx(.w, .r2, .r0, 0)
-            Statement.jump(.jeq, .r2, 0, to: miss)
-            Instruction.jump(.jle, .r2, Int32(Layout.socketsPerDestination), offset: 1)
-            Instruction.mov(.r2, Int32(Layout.socketsPerDestination))
-            Instruction.stx(.w, .r10, .r2, countSlot)
-            // One socket slot in use (the common case): no hash needed.
-            Statement.jump(.jne, .r2, 1, to: hashed)
-            Instruction.ldx(.w, .r4, .r10, destinationSlot)
-            Instruction.mul32(.r4, Int32(Layout.socketsPerDestination))
-            Instruction.stx(.w, .r10, .r4, scratchKey)
-            lookup(maps.sockets, keyAt: scratchKey)
-            Statement.jump(.jne, .r0, 0, to: assign)
-            Statement.ja(to: miss)
-            hashed
-            // A hash of the remote address and port picks the first slot to try.
+            // A binding matched; r0 is its entry. The socket slot comes from a hash of the
+            // remote address and port (Fibonacci hashing: the top bits of the product).
+            found4
+            Instruction.ldx(.w, .r7, .r0, Int16(Layout.EntryValueLayout.destination.offset))
             SKLookup.getRemoteIPv4(ctx, into: .r3)
-            for word in 0..<4 {
+            Statement.ja(to: select)
+            found6
+            Instruction.ldx(.w, .r7, .r0, Int16(Layout.EntryValueLayout.destination.offset))
+            SKLookup.getRemoteIPv6(ctx, word: 0, into: .r3)
+            for word in 1..<4 {
                 SKLookup.getRemoteIPv6(ctx, word: word, into: .r4)
-                Instruction.xor(.r3, .r4)
+                Instruction.alu(.xor, .r3, .r4, is64: false)
             }
+            select
             SKLookup.getRemotePort(ctx, into: .r4)
-            Instruction.xor(.r3, .r4)
-            // Fibonacci hashing: the top half of the 32-bit product mixes every input bit.
+            Instruction.alu(.xor, .r3, .r4, is64: false)
             Instruction.mul32(.r3, Int32(bitPattern: 0x9e37_79b1))
-            Instruction.rsh32(.r3, 16)
-            Instruction.mod32(.r3, .r2)
+            Instruction.rsh32(.r3, 28)
             Instruction.stx(.w, .r10, .r3, hashSlot)
-            // Try each slot in use from there; closed sockets have left their slots empty.
+            Instruction.stx(.w, .r10, .r7, destinationSlot)
+            // The destination's counters (r8, or 0 when not counting).
+            Instruction.mov(.r8, 0)
+            counting("found") {
+                lookup(maps.destinationMetrics, keyAt: destinationSlot)
+                Instruction.mov(.r8, .r0)
+                Statement.jump(.jeq, .r8, 0, to: Label("uncounted_found"))
+                increment(.r8, Layout.DestinationCounter.lookups)
+            }
+            // The slot the hash picks, then the ones after it: a closed socket's slots are
+            // empty until the next registration spreads the live sockets again.
             for attempt in 0..<Int32(Layout.socketsPerDestination) {
-                Instruction.ldx(.w, .r2, .r10, countSlot)
-                Statement.jump(.jle, .r2, attempt, to: miss)
-                Instruction.ldx(.w, .r3, .r10, hashSlot)
-                Instruction.add32(.r3, attempt)
-                Instruction.mod32(.r3, .r2)
-                Instruction.ldx(.w, .r4, .r10, destinationSlot)
-                Instruction.mul32(.r4, Int32(Layout.socketsPerDestination))
-                Instruction.add32(.r4, .r3)
-                Instruction.stx(.w, .r10, .r4, scratchKey)
-                lookup(maps.sockets, keyAt: scratchKey)
+                Instruction.ldx(.w, .r4, .r10, hashSlot)
+                if attempt > 0 {
+                    Instruction.add32(.r4, attempt)
+                    Instruction.and32(.r4, Int32(Layout.socketsPerDestination - 1))
+                }
+                Instruction.mov32(.r3, .r7)
+                Instruction.lsh32(.r3, 4)
+                Instruction.or32(.r3, .r4)
+                Instruction.stx(.w, .r10, .r3, scratch)
+                lookup(maps.sockets, keyAt: scratch)
                 Statement.jump(.jne, .r0, 0, to: assign)
             }
-            Statement.ja(to: miss)
+
+            // A binding matched but no socket is there: refuse, so the traffic does not reach
+            // some other socket bound to the address.
+            miss
+            Statement.jump(.jeq, .r8, 0, to: Label("uncounted_miss"))
+            increment(.r8, Layout.DestinationCounter.misses)
+            Label("uncounted_miss")
+            SKLookup.drop()
 
             assign
             Instruction.mov(.r9, .r0)
@@ -232,100 +140,142 @@ enum DataPlane {
             Instruction.mov(.r1, ctx)
             Instruction.mov(.r2, .r9)
             Instruction.call(.skAssign)
-            Instruction.mov(.r8, .r0)
+            Instruction.mov(.r7, .r0)
             Instruction.mov(.r1, .r9)
             Instruction.call(.skRelease)
-            Statement.jump(.jeq, .r8, 0, to: passVerdict)
-            counting("error") {
-                bindingCounter(maps, .errors)
-                let other = Label("error_other")
-                let counted = Label("error_counted")
-                for (code, counter) in [
-                    (AssignError.alreadySelected, Layout.DestinationCounter.errorExists),
-                    (.socketNotSupported, .errorSocketState), (.protocolMismatch, .errorProtocol),
-                    (.familyMismatch, .errorFamily),
-                ] {
-                    let next = Label("error_not_\(code.rawValue)")
-                    Statement.jump(.jne, .r8, -code.rawValue, to: next)
-                    destinationCounter(maps, counter)
-                    Statement.ja(to: counted)
-                    next
-                }
-                other
-                destinationCounter(maps, .errorOther)
-                counted
+            Statement.jump(.jeq, .r7, 0, to: passVerdict)
+            Statement.jump(.jeq, .r8, 0, to: Label("uncounted_error"))
+            for (code, counter) in [
+                (AssignError.alreadySelected, Layout.DestinationCounter.errorExists),
+                (.socketNotSupported, .errorSocketState), (.protocolMismatch, .errorProtocol),
+                (.familyMismatch, .errorFamily),
+            ] {
+                let next = Label("error_not_\(code.rawValue)")
+                Statement.jump(.jne, .r7, -code.rawValue, to: next)
+                increment(.r8, counter)
+                SKLookup.drop()
+                next
             }
-            drop
+            increment(.r8, .errorOther)
+            Label("uncounted_error")
             SKLookup.drop()
 
             passVerdict
             SKLookup.pass()
 
-            // A binding matched but no socket is there: refuse, so the traffic does not reach
-            // some other socket bound to the address.
-            miss
-            counting("miss") {
-                bindingCounter(maps, .misses)
-                destinationCounter(maps, .misses)
-            }
-            SKLookup.drop()
-
             // No binding: the kernel's normal lookup goes on.
             nomatch
             counting("nomatch") {
-                Instruction.st(.w, .r10, scratchKey, 0)
-                lookup(maps.globalMetrics, keyAt: scratchKey)
-                Instruction.jump(.jeq, .r0, 0, offset: 3)
+                Instruction.st(.w, .r10, scratch, 0)
+                lookup(maps.globalMetrics, keyAt: scratch)
+                Statement.jump(.jeq, .r0, 0, to: Label("uncounted_nomatch"))
                 Instruction.ldx(.dw, .r1, .r0, 0)
                 Instruction.add(.r1, 1)
                 Instruction.stx(.dw, .r0, .r1, 0)
             }
-            notLoaded
             SKLookup.pass()
         }
     }
 
+    /// One lane's search; ends at `found` with r0 = the entry, or at `nomatch`.
+    static func laneLookup(_ lane: Lane, _ maps: DataPlaneMaps, found: Label, nomatch: Label) -> [Statement] {
+        let tables = maps.tables[lane]!
+        let name = "\(lane)"
+        let noHost = Label("nohost_\(name)")
+        let wildOnly = Label("wild_\(name)")
+        let exactWins = Label("exact_wins_\(name)")
+        let exactKeyAddress = exactKey + Int16(Layout.ExactKey.address(lane).offset)
+        let wildKeyAddress = wildKey + Int16(Layout.WildKey.address(lane).offset)
+        let prefixLength = exactKey + Int16(Layout.ExactKey.prefixLength.offset)
+        var body: [Statement] = []
+        // Keys: the exact key's length is written in two halves (it is only 2-byte aligned).
+        let exactLength = UInt32(16 + lane.addressBits)
+        body += [
+            .instruction(.st(.h, .r10, prefixLength, Int32(exactLength & 0xffff))),
+            .instruction(.st(.h, .r10, prefixLength + 2, Int32(exactLength >> 16))),
+            .instruction(.st(.w, .r10, wildKey + Int16(Layout.WildKey.prefixLength.offset), Int32(lane.addressBits))),
+        ]
+        body += SKLookup.getLocalPort(.r6, into: .r7)
+        body.append(.instruction(.stx(.h, .r10, .r7, exactKey + Int16(Layout.ExactKey.port.offset))))
+        for word in 0..<(lane.addressSize / 4) {
+            body +=
+                lane.ipv6 ? SKLookup.getLocalIPv6(.r6, word: word, into: .r2) : SKLookup.getLocalIPv4(.r6, into: .r2)
+            body.append(.instruction(.stx(.w, .r10, .r2, exactKeyAddress + Int16(4 * word))))
+            body.append(.instruction(.stx(.w, .r10, .r2, wildKeyAddress + Int16(4 * word))))
+        }
+        // The port's flags: word = protocol × 4096 + port / 16; two bits at (port % 16) × 4 (+2 for IPv6).
+        body += [
+            .instruction(.mov32(.r2, .r7)),
+            .instruction(.rsh32(.r2, 4)),
+        ]
+        if lane.transport == .udp { body.append(.instruction(.add32(.r2, 4096))) }
+        body.append(.instruction(.stx(.w, .r10, .r2, scratch)))
+        body += lookup(maps.ports, keyAt: scratch)
+        body.append(.jump(.jeq, .r0, 0, to: wildOnly))
+        body += [
+            .instruction(.ldx(.dw, .r8, .r0, 0)),
+            .instruction(.mov32(.r3, .r7)),
+            .instruction(.and32(.r3, 15)),
+            .instruction(.lsh32(.r3, 2)),
+        ]
+        if lane.ipv6 { body.append(.instruction(.add32(.r3, 2))) }
+        body.append(.instruction(.rsh(.r8, .r3)))
+        // A host entry is the most specific there is: a hit ends the search.
+        body.append(.jump(.jset, .r8, Int32(Layout.PortFlags.host), to: Label("host_\(name)")))
+        body.append(.ja(to: noHost))
+        body.append(.label(Label("host_\(name)")))
+        body += lookup(tables[.host]!, keyAt: exactKey + Int16(Layout.ExactKey.hostKeyOffset))
+        body.append(.jump(.jne, .r0, 0, to: found))
+        body.append(.label(noHost))
+        body.append(.jump(.jset, .r8, Int32(Layout.PortFlags.exact), to: Label("exact_\(name)")))
+        body.append(.ja(to: wildOnly))
+        body.append(.label(Label("exact_\(name)")))
+        body += lookup(tables[.exact]!, keyAt: exactKey)
+        body.append(.jump(.jeq, .r0, 0, to: wildOnly))
+        body.append(.instruction(.mov(.r9, .r0)))
+        body.append(.instruction(.ldx(.b, .r2, .r9, Int16(Layout.EntryValueLayout.flags.offset))))
+        body.append(.jump(.jset, .r2, Int32(Layout.EntryFlags.checkWildcard), to: Label("check_\(name)")))
+        body.append(.ja(to: found))
+        // An all-ports binding of a longer prefix beats the exact entry.
+        body.append(.label(Label("check_\(name)")))
+        body += lookup(tables[.wild]!, keyAt: wildKey)
+        body.append(.jump(.jeq, .r0, 0, to: exactWins))
+        body.append(.instruction(.ldx(.b, .r2, .r0, Int16(Layout.EntryValueLayout.mappedLength.offset))))
+        body.append(.instruction(.ldx(.b, .r3, .r9, Int16(Layout.EntryValueLayout.mappedLength.offset))))
+        body.append(.jump(.jgt, .r2, .r3, to: found))
+        body.append(.label(exactWins))
+        body.append(.instruction(.mov(.r0, .r9)))
+        body.append(.ja(to: found))
+        body.append(.label(wildOnly))
+        body += lookup(tables[.wild]!, keyAt: wildKey)
+        body.append(.jump(.jne, .r0, 0, to: found))
+        body.append(.ja(to: nomatch))
+        return body
+    }
+
     /// `r0 = bpf_map_lookup_elem(map, r10 + key)`: the value, or NULL.
-    private static func lookup(_ map: Map, keyAt key: Int16) -> [Statement] {
+    static func lookup(_ map: Map, keyAt key: Int16) -> [Statement] {
         [
             .loadMap(.r1, map), .instruction(.mov(.r2, .r10)), .instruction(.add(.r2, Int32(key))),
             .instruction(.call(.mapLookupElem)),
         ]
     }
 
-    /// `r0 = bpf_map_lookup_elem(register, r10 + key)`, for an inner map found by a lookup.
-    private static func lookup(inMapAt register: Register, keyAt key: Int16) -> [Statement] {
+    /// `counter += 1` in the per-CPU counters at `register`.
+    static func increment(_ register: Register, _ counter: Layout.DestinationCounter) -> [Statement] {
         [
-            .instruction(.mov(.r1, register)), .instruction(.mov(.r2, .r10)), .instruction(.add(.r2, Int32(key))),
-            .instruction(.call(.mapLookupElem)),
+            .instruction(.ldx(.dw, .r1, register, counter.offset)),
+            .instruction(.add(.r1, 1)),
+            .instruction(.stx(.dw, register, .r1, counter.offset)),
         ]
     }
 
-    /// Wraps statements so they run only for real traffic (ingress interface ≠ 0), not in test runs.
-    private static func counting(_ name: String, @ProgramBuilder _ body: () -> [Statement]) -> [Statement] {
+    /// Wraps statements so they run only for real traffic (ingress interface ≠ 0), not in
+    /// test runs; the body may jump to `uncounted_<name>` to leave early.
+    static func counting(_ name: String, @ProgramBuilder _ body: () -> [Statement]) -> [Statement] {
         let skip = Label("uncounted_\(name)")
         return [.instruction(.ldx(.w, .r2, .r10, countingSlot)), .jump(.jeq, .r2, 0, to: skip)] + body() + [
             .label(skip)
-        ]
-    }
-
-    /// `binding_metrics[binding].counter += 1`, atomically (the array is shared by all CPUs).
-    private static func bindingCounter(_ maps: DataPlaneMaps, _ counter: Layout.BindingCounter) -> [Statement] {
-        lookup(maps.bindingMetrics, keyAt: bindingSlot) + [
-            .instruction(.jump(.jeq, .r0, 0, offset: 2)),
-            .instruction(.mov(.r1, 1)),
-            .instruction(.atomic(.dw, .add, .r0, .r1, Int16(counter.rawValue * 8))),
-        ]
-    }
-
-    /// `destination_metrics[destination].counter += 1` on this CPU.
-    private static func destinationCounter(_ maps: DataPlaneMaps, _ counter: Layout.DestinationCounter) -> [Statement] {
-        let offset = Int16(counter.rawValue * 8)
-        return lookup(maps.destinationMetrics, keyAt: destinationSlot) + [
-            .instruction(.jump(.jeq, .r0, 0, offset: 3)),
-            .instruction(.ldx(.dw, .r1, .r0, offset)),
-            .instruction(.add(.r1, 1)),
-            .instruction(.stx(.dw, .r0, .r1, offset)),
         ]
     }
 }

@@ -110,10 +110,10 @@ public enum Demo {
                 + spread.sorted { $0.key < $1.key }.map { "\($0.key) ×\($0.value)" }.joined(separator: ", "))
         let status = try dispatcher.status(findOwners: false)
         say("6. The counters the program keeps:")
-        for binding in status.bindings where binding.lookups > 0 {
+        for destination in status.destinations where destination.lookups > 0 {
             say(
-                "     \(binding.binding.description.padding(36)) lookups \(binding.lookups)"
-                    + (binding.misses > 0 ? ", misses \(binding.misses) (refused)" : ""))
+                "     \(destination.destination.description.padding(36)) lookups \(destination.lookups)"
+                    + (destination.misses > 0 ? ", misses \(destination.misses) (refused)" : ""))
         }
         say(
             "     no binding matched: \(status.noMatch) (the kernel's own lookup took those, such as the dns reply to its client)"

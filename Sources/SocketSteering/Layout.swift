@@ -1,101 +1,107 @@
 import BPF
 import BPFAssembly
 
-/// The data plane's map layout, shared by the program generator and the control plane.
+/// A field of a fixed layout: its byte offset and size.
+struct Field: Sendable {
+    var offset: Int
+    var size: Int
+    var end: Int { offset + size }
+}
+
+/// The key schema: every map key and value of the data plane, declared once. The entry
+/// encoder (``Layout/encode(_:)`` and friends) and the program generator (``DataPlane``) both
+/// read their offsets from here.
 ///
-/// A rule set is two maps: a hash of **host bindings** (a /32 or /128 with one port, the most
-/// specific binding there can be) for a one-lookup fast path, and an LPM trie for the rest.
-/// Two rule sets exist side by side, in slots 0 and 1 of the `hosts` and `rules`
-/// map-in-maps; the `active` array says which slot the program uses, so replacing the rule
-/// set is one update of `active`. The trie's 24-byte keys start with a kind byte:
+/// Per lane (protocol × family) and per rule-set copy there are three tables:
 ///
-/// - **prefix** entries (kind 0): `[0, protocol, 0, 0] + address(16, IPv4 mapped)`, prefix length
-///   32 + address bits → `{ruleset u32, prefix length u32}`;
-/// - **port** entries (kind 1): `[1, 0, 0, 0] + ruleset(u32) + port(big-endian u16) + zeros`,
-///   prefix length 64 + port bits (aligned power-of-two blocks) → `{label u32, binding u32}`;
-/// - one **catalogue** entry (kind 3): the id of the binding table that describes this rule set.
+/// - `host` (hash): ``HostKey`` → ``EntryValueLayout``: a full address on one port, the most
+///   specific binding there is, so a hit ends the lookup;
+/// - `exact` (LPM trie): ``ExactKey``: port first, then the address, so a lookup stays inside
+///   the part of the trie that holds its port;
+/// - `wild` (LPM trie): ``WildKey``: the address alone, for bindings on all ports.
 ///
-/// A lookup finds the longest prefix of the connection's protocol and local address, then the
-/// port in that prefix's rule set; if the port is not there, the next shorter prefix is tried
-/// (up to ``maxNesting`` levels), so the cost depends on nesting, not on the number of bindings.
+/// A per-copy ``PortFlags`` array says which ports have `host` or `exact` entries, so a
+/// lookup skips the tables that cannot match.
 public enum Layout {
     /// Bump when the maps change shape; `upgrade` migrates older state.
-    public static let schemaVersion: UInt32 = 1
+    public static let schemaVersion: UInt32 = 2
 
-    static let trieKeySize = 24
-    static let trieValueSize = 8
-    static let prefixKind: UInt8 = 0
-    static let portKind: UInt8 = 1
-    static let catalogueKind: UInt8 = 3
-    /// The trie prefix length of a full prefix key (kind, protocol, padding, 128 address bits).
-    static let fullPrefixLength: UInt32 = 32 + 128
-    /// The trie prefix length of a full port key.
-    static let fullPortLength: UInt32 = 64 + 16
-
-    /// How many prefixes of one protocol may contain one another (the lookup's loop bound).
-    public static let maxNesting = 16
     /// Sockets per destination.
     public static let socketsPerDestination = 16
     /// Labels; each has 4 destinations (IPv4/IPv6 × TCP/UDP).
     public static let maxLabels = 4096
-    /// Destinations: four per label (IPv4/IPv6 × TCP/UDP).
+    /// Destinations: four per label, ``Lane/index`` in the low bits.
     public static var maxDestinations: Int { maxLabels * 4 }
-    /// Bytes of a label.
+    /// Bytes of a label key.
     static let labelSize = 64
 
-    /// Destination index: label × 4 + (UDP ? 2 : 0) + (IPv6 ? 1 : 0).
+    /// `label × 4 + lane index`.
+    static func destination(label: UInt32, lane: Lane) -> UInt32 { label * 4 + UInt32(lane.index) }
+
     static func destination(label: UInt32, transport: Socket.Transport, ipv6: Bool) -> UInt32 {
-        label * 4 + (transport == .udp ? 2 : 0) + (ipv6 ? 1 : 0)
+        destination(label: label, lane: Lane(transport: transport, ipv6: ipv6))
     }
 
-    static func prefixKey(transport: Socket.Transport, address: [UInt8], length: Int) -> [UInt8] {
-        rawBytes(of: UInt32(32 + length)) + [prefixKind, UInt8(transport.ipProtocol), 0, 0] + address
+    /// `host` key: port (u16, host order, as `ctx->local_port`), then the address (network order).
+    enum HostKey {
+        static let port = Field(offset: 0, size: 2)
+        static func address(_ lane: Lane) -> Field { Field(offset: 2, size: lane.addressSize) }
+        static func size(_ lane: Lane) -> Int { address(lane).end }
     }
 
-    static func portKey(ruleset: UInt32, port: UInt16, blockBits: Int) -> [UInt8] {
-        rawBytes(of: UInt32(64 + 16 - blockBits)) + [portKind, 0, 0, 0] + rawBytes(of: ruleset)
-            + [UInt8(port >> 8), UInt8(port & 0xff)] + [UInt8](repeating: 0, count: 10)
+    /// `exact` key: LPM prefix length (16 port bits + address bits), port, address. The port
+    /// and address are laid out as in ``HostKey``, so a host key is this key from byte 4.
+    enum ExactKey {
+        static let prefixLength = Field(offset: 0, size: 4)
+        static let port = Field(offset: 4, size: 2)
+        static func address(_ lane: Lane) -> Field { Field(offset: 6, size: lane.addressSize) }
+        static func size(_ lane: Lane) -> Int { address(lane).end }
+        static let hostKeyOffset = port.offset
     }
 
-    static let catalogueKey: [UInt8] = rawBytes(of: UInt32(32)) + [catalogueKind] + [UInt8](repeating: 0, count: 19)
-
-    static func pair(_ a: UInt32, _ b: UInt32) -> [UInt8] { rawBytes(of: a) + rawBytes(of: b) }
-
-    /// The host-port bitmap: per slot and protocol, one bit per port that some host binding
-    /// uses; a connection to a port without the bit skips the host hash.
-    static let hostPortWords = 2 * 2 * 1024
-
-    static func hostPortWord(slot: UInt32, transport: Socket.Transport, port: UInt16) -> UInt32 {
-        slot * 2048 + (transport == .udp ? 1024 : 0) + UInt32(port >> 6)
+    /// `wild` key: LPM prefix length (address bits), address.
+    enum WildKey {
+        static let prefixLength = Field(offset: 0, size: 4)
+        static func address(_ lane: Lane) -> Field { Field(offset: 4, size: lane.addressSize) }
+        static func size(_ lane: Lane) -> Int { address(lane).end }
     }
 
-    /// The bitmap words of one slot for a set of host bindings, indexed by word.
-    static func hostPortBitmap(_ bindings: [Binding], slot: UInt32) -> [UInt32: UInt64] {
-        var words: [UInt32: UInt64] = [:]
-        for transport in Socket.Transport.allCases {
-            for index in 0..<UInt32(1024) {
-                words[hostPortWord(slot: slot, transport: transport, port: UInt16(index << 6))] = 0
-            }
+    /// The value of every table: destination, the winner's precedence and flags.
+    enum EntryValueLayout {
+        static let destination = Field(offset: 0, size: 4)
+        /// The winner's prefix length in the 128-bit space (u8).
+        static let mappedLength = Field(offset: 4, size: 1)
+        /// ``EntryFlags``.
+        static let flags = Field(offset: 5, size: 1)
+        /// The winner's port count (u16; 0 means all ports).
+        static let portCount = Field(offset: 6, size: 2)
+        /// The winner's first port (u16).
+        static let firstPort = Field(offset: 8, size: 2)
+        static let size = 12
+    }
+
+    /// Bits of ``EntryValueLayout/flags``.
+    enum EntryFlags {
+        /// `exact` only: look in `wild` too, an all-ports binding of greater precedence may match.
+        static let checkWildcard: UInt8 = 1
+    }
+
+    /// The port flags: an array of u64 words, 2 bits per (lane, port): bit 0 `host`, bit 1 `exact`.
+    enum PortFlags {
+        static let words = 2 * 4096
+        static let host: UInt64 = 1
+        static let exact: UInt64 = 2
+        /// The word index: protocol (0 TCP, 1 UDP) × 4096 + port / 16.
+        static func word(transport: Socket.Transport, port: UInt16) -> UInt32 {
+            (transport == .udp ? 4096 : 0) + UInt32(port >> 4)
         }
-        for binding in bindings {
-            let word = hostPortWord(slot: slot, transport: binding.transport, port: binding.ports.lower)
-            words[word, default: 0] |= 1 << UInt64(binding.ports.lower & 63)
-        }
-        return words
+        /// The shift of the lane's two bits in the word: (port % 16) × 4 + (IPv6 ? 2 : 0).
+        static func shift(lane: Lane, port: UInt16) -> UInt64 { UInt64(port & 15) * 4 + (lane.ipv6 ? 2 : 0) }
     }
 
-    /// Host-binding hash keys: `[protocol, 0] + port (host order u16) + address(16, IPv4 mapped)`.
-    static let hostKeySize = 20
-
-    static func hostKey(transport: Socket.Transport, port: UInt16, address: [UInt8]) -> [UInt8] {
-        [UInt8(transport.ipProtocol), 0] + rawBytes(of: port) + address
-    }
-
-    /// Counters per destination (per CPU): misses, then assign errors by kind. (Lookups per
-    /// destination are summed from the bindings' counters, which keeps the hot path short;
-    /// the first slot is unused.)
+    /// Counters per destination (per CPU), u64 each.
     enum DestinationCounter: Int, CaseIterable {
-        case unused = 0
+        case lookups = 0
         case misses
         case errorExists
         case errorSocketState
@@ -103,16 +109,7 @@ public enum Layout {
         case errorFamily
         case errorOther
         static let size = allCases.count * 8
-    }
-
-    /// Counters per binding (shared, atomically added): lookups, misses, errors, and the
-    /// lookups that were IPv6 traffic (so destinations, which are per family, can be summed).
-    enum BindingCounter: Int, CaseIterable {
-        case lookups = 0
-        case misses
-        case errors
-        case lookupsIPv6
-        static let size = allCases.count * 8
+        var offset: Int16 { Int16(rawValue * 8) }
     }
 
     /// Global counters (per CPU): connections that matched no binding.
@@ -121,148 +118,90 @@ public enum Layout {
         static let size = allCases.count * 8
     }
 
-    /// A binding table record (`bindings` hash, binding id → record), 32 bytes:
-    /// protocol, mapped prefix length, IPv4 flag, ports, label id and the 16-byte address.
-    static func bindingRecord(_ binding: Binding, labelID: UInt32) -> [UInt8] {
-        var record: [UInt8] = [
-            UInt8(binding.transport.ipProtocol), UInt8(binding.mappedLength), binding.prefix.address.isIPv4 ? 4 : 6, 0,
-        ]
-        record += rawBytes(of: binding.ports.lower) + rawBytes(of: binding.ports.upper)
-        record += rawBytes(of: labelID) + [0, 0, 0, 0]
-        record += binding.mappedAddress
-        return record
-    }
+    // MARK: Encoding entries
 
-    static func decodeRecord(_ record: [UInt8], labels: [UInt32: String]) -> Binding? {
-        guard record.count == 32, let label = labels[value(UInt32.self, from: record[8..<12])] else { return nil }
-        let transport: Socket.Transport = record[0] == 17 ? .udp : .tcp
-        let mapped = IPAddress(bytes: Array(record[16..<32]))!
-        let isIPv4 = record[2] == 4
-        let address = isIPv4 ? (mapped.unmappedIPv4 ?? mapped) : mapped
-        let length = isIPv4 ? Int(record[1]) - 96 : Int(record[1])
-        guard let prefix = IPPrefix(address, length: length),
-            let ports = PortSet(value(UInt16.self, from: record[4..<6]), value(UInt16.self, from: record[6..<8]))
-        else { return nil }
-        return Binding(label: label, transport: transport, prefix: prefix, ports: ports)
-    }
-}
-
-/// Turns bindings into trie entries: one prefix entry per (protocol, prefix), and per prefix
-/// the port space split among its bindings by precedence, in aligned blocks.
-struct RuleCompiler {
-    struct Entry {
-        var key: [UInt8]
-        var value: [UInt8]
-    }
-
-    /// A binding with the ids the data plane uses.
-    struct Numbered {
-        var binding: Binding
-        var id: UInt32
-        var label: UInt32
-    }
-
-    struct Node: Hashable {
-        var transport: Socket.Transport
-        var address: [UInt8]
-        var length: Int
-    }
-
-    /// Whether a binding lives in the host hash: a full address and one port. No binding can
-    /// beat it for the connections it matches, so a hit there ends the lookup.
-    static func isHostBinding(_ binding: Binding) -> Bool {
-        binding.mappedLength == 128 && binding.ports.count == 1
-    }
-
-    static func hostEntry(_ numbered: Numbered) -> Entry {
-        Entry(
-            key: Layout.hostKey(
-                transport: numbered.binding.transport, port: numbered.binding.ports.lower,
-                address: numbered.binding.mappedAddress),
-            value: Layout.pair(numbered.label, numbered.id))
-    }
-
-    /// Every entry of a rule set: host entries, and the trie's prefix and port entries.
-    static func compile(_ bindings: [Numbered], generation: UInt32) -> (
-        hosts: [(key: [UInt8], value: [UInt8])], trie: [(key: [UInt8], value: [UInt8])], rulesets: UInt32
-    ) {
-        let hosts = bindings.filter { isHostBinding($0.binding) }.map { hostEntry($0) }.map { ($0.key, $0.value) }
-        var trie: [(key: [UInt8], value: [UInt8])] = []
-        var ruleset: UInt32 = 0
-        for (node, members) in nodes(bindings) {
-            for entry in portEntries(members, ruleset: ruleset) { trie.append((entry.key, entry.value)) }
-            let prefix = prefixEntry(node, ruleset: ruleset)
-            trie.append((prefix.key, prefix.value))
-            ruleset += 1
-        }
-        trie.append((Layout.catalogueKey, Layout.pair(generation, 0)))
-        return (hosts, trie, ruleset)
-    }
-
-    /// Groups the bindings that live in the trie (not host bindings) by (protocol, prefix).
-    static func nodes(_ bindings: [Numbered]) -> [Node: [Numbered]] {
-        Dictionary(grouping: bindings.filter { !isHostBinding($0.binding) }) {
-            Node(transport: $0.binding.transport, address: $0.binding.mappedAddress, length: $0.binding.mappedLength)
+    /// The key bytes of an entry, for its table's map.
+    static func encode(_ key: EntryKey) -> [UInt8] {
+        let address = key.prefix.bytes(count: key.lane.addressSize)
+        switch key.table {
+        case .host:
+            return rawBytes(of: key.port) + address
+        case .exact:
+            return rawBytes(of: UInt32(16 + Int(key.prefix.length))) + rawBytes(of: key.port) + address
+        case .wild:
+            return rawBytes(of: UInt32(key.prefix.length)) + address
         }
     }
 
-    static func prefixEntry(_ node: Node, ruleset: UInt32) -> Entry {
-        Entry(
-            key: Layout.prefixKey(transport: node.transport, address: node.address, length: node.length),
-            value: Layout.pair(ruleset, UInt32(32 + node.length)))
+    /// The value bytes of an entry.
+    static func encode(_ value: EntryValue, label: UInt32, lane: Lane) -> [UInt8] {
+        var bytes = [UInt8](repeating: 0, count: EntryValueLayout.size)
+        put(destination(label: label, lane: lane), at: EntryValueLayout.destination, in: &bytes)
+        bytes[EntryValueLayout.mappedLength.offset] = value.mappedLength
+        bytes[EntryValueLayout.flags.offset] = value.checkWildcard ? EntryFlags.checkWildcard : 0
+        put(UInt16(truncatingIfNeeded: value.portCount), at: EntryValueLayout.portCount, in: &bytes)
+        put(value.firstPort, at: EntryValueLayout.firstPort, in: &bytes)
+        return bytes
     }
 
-    /// The port entries of one prefix's rule set.
-    static func portEntries(_ bindings: [Numbered], ruleset: UInt32) -> [Entry] {
-        var entries: [Entry] = []
-        for (lower, upper, winner) in partition(bindings) {
-            for (start, bits) in blocks(lower, upper) {
-                entries.append(
-                    Entry(
-                        key: Layout.portKey(ruleset: ruleset, port: start, blockBits: bits),
-                        value: Layout.pair(winner.label, winner.id)))
-            }
-        }
-        return entries
+    /// An entry value from its bytes, with the label's name from `labels` (by label id).
+    static func decodeValue(_ bytes: [UInt8], labels: [UInt32: String]) -> (EntryValue, destination: UInt32)? {
+        guard bytes.count >= EntryValueLayout.size else { return nil }
+        let destination = get(UInt32.self, at: EntryValueLayout.destination, in: bytes)
+        guard let label = labels[destination / 4] else { return nil }
+        let count = get(UInt16.self, at: EntryValueLayout.portCount, in: bytes)
+        return (
+            EntryValue(
+                label: label, mappedLength: bytes[EntryValueLayout.mappedLength.offset],
+                portCount: count == 0 ? 65536 : UInt32(count),
+                firstPort: get(UInt16.self, at: EntryValueLayout.firstPort, in: bytes),
+                checkWildcard: bytes[EntryValueLayout.flags.offset] & EntryFlags.checkWildcard != 0),
+            destination
+        )
     }
 
-    /// Splits the ports among bindings of one prefix: each port goes to the narrowest set
-    /// that contains it. Returns disjoint inclusive intervals with their winner.
-    static func partition(_ bindings: [Numbered]) -> [(UInt16, UInt16, Numbered)] {
-        if bindings.count == 1 {
-            return [(bindings[0].binding.ports.lower, bindings[0].binding.ports.upper, bindings[0])]
+    static func put<T: FixedWidthInteger>(_ value: T, at field: Field, in bytes: inout [UInt8]) {
+        precondition(field.size == MemoryLayout<T>.size)
+        withUnsafeBytes(of: value.littleEndian) { raw in
+            for i in 0..<field.size { bytes[field.offset + i] = raw[i] }
         }
-        let ordered = bindings.sorted { $0.binding.ports < $1.binding.ports }  // winners first
-        var points = Set<Int>()
-        for b in bindings {
-            points.insert(Int(b.binding.ports.lower))
-            points.insert(Int(b.binding.ports.upper) + 1)
-        }
-        let sorted = points.sorted()
-        var result: [(UInt16, UInt16, Numbered)] = []
-        for (index, start) in sorted.enumerated() where start <= 65535 {
-            let end = (index + 1 < sorted.count ? sorted[index + 1] : 65536) - 1
-            guard let winner = ordered.first(where: { $0.binding.ports.contains(UInt16(start)) }) else { continue }
-            if let last = result.last, Int(last.1) + 1 == start, last.2.id == winner.id {
-                result[result.count - 1].1 = UInt16(end)
-            } else {
-                result.append((UInt16(start), UInt16(end), winner))
-            }
-        }
+    }
+
+    static func get<T: FixedWidthInteger>(_: T.Type, at field: Field, in bytes: [UInt8]) -> T {
+        precondition(field.size == MemoryLayout<T>.size)
+        var result: T = 0
+        for i in (0..<field.size).reversed() { result = result << 8 | T(bytes[field.offset + i]) }
         return result
     }
 
-    /// Aligned power-of-two blocks covering [lower, upper]: (first port, log2 of the size).
-    static func blocks(_ lower: UInt16, _ upper: UInt16) -> [(UInt16, Int)] {
-        var result: [(UInt16, Int)] = []
-        var start = Int(lower)
-        let end = Int(upper)
-        while start <= end {
-            var bits = start == 0 ? 16 : start.trailingZeroBitCount
-            while bits > 0 && start + (1 << bits) - 1 > end { bits -= 1 }
-            result.append((UInt16(start), bits))
-            start += 1 << bits
+    /// A binding table record: the rule as the key, the label as the value.
+    enum BindingRecord {
+        /// Protocol (u8), IPv6 (u8), prefix length (u8), 0, first port (u16), last port (u16),
+        /// address (16, zero padded).
+        static let keySize = 24
+        static let valueSize = 8
+
+        static func key(_ binding: Binding) -> [UInt8] {
+            var bytes = [UInt8(binding.transport.ipProtocol), binding.prefix.address.isIPv4 ? 0 : 1]
+            bytes += [UInt8(binding.prefix.length), 0]
+            bytes += rawBytes(of: binding.ports.lower) + rawBytes(of: binding.ports.upper)
+            bytes +=
+                binding.prefix.address.bytes + [UInt8](repeating: 0, count: 16 - binding.prefix.address.bytes.count)
+            return bytes
         }
-        return result
+
+        static func value(label: UInt32) -> [UInt8] { rawBytes(of: label) + [0, 0, 0, 0] }
+
+        static func decode(key: [UInt8], value record: [UInt8], labels: [UInt32: String]) -> Binding? {
+            guard key.count == keySize, record.count >= 4,
+                let label = labels[BPF.value(UInt32.self, from: record.prefix(4))]
+            else { return nil }
+            let transport: Socket.Transport = key[0] == 17 ? .udp : .tcp
+            let address = IPAddress(bytes: Array(key[8..<(key[1] == 0 ? 12 : 24)]))!
+            guard let prefix = IPPrefix(address, length: Int(key[2])),
+                let ports = PortSet(BPF.value(UInt16.self, from: key[4..<6]), BPF.value(UInt16.self, from: key[6..<8]))
+            else { return nil }
+            return Binding(label: label, transport: transport, prefix: prefix, ports: ports)
+        }
     }
 }

@@ -1,7 +1,8 @@
 import BPF
 
 extension DispatcherStatus {
-    /// The counters in Prometheus text format (version 0.0.4).
+    /// The counters in Prometheus text format (version 0.0.4), per destination (label ×
+    /// family × protocol), as tubular exports them: at most 4 series per label and family.
     public func prometheusText(version: String) -> String {
         var out = ""
         func family(_ name: String, _ type: String, _ help: String, _ samples: [(String, UInt64)]) {
@@ -11,12 +12,6 @@ extension DispatcherStatus {
         func labels(_ pairs: [(String, String)]) -> String {
             "{" + pairs.map { "\($0.0)=\"\(escape($0.1))\"" }.joined(separator: ",") + "}"
         }
-        func bindingLabels(_ b: BindingStatus) -> String {
-            labels([
-                ("label", b.binding.label), ("protocol", b.binding.transport.rawValue),
-                ("prefix", b.binding.prefix.description), ("ports", b.binding.ports.description),
-            ])
-        }
         func destinationLabels(_ d: DestinationStatus, _ extra: [(String, String)] = []) -> String {
             labels(
                 [
@@ -24,17 +19,6 @@ extension DispatcherStatus {
                     ("protocol", d.destination.transport.rawValue),
                 ] + extra)
         }
-        family(
-            "sksteer_binding_lookups_total", "counter", "Connections the binding matched.",
-            bindings.map { (bindingLabels($0), $0.lookups) })
-        family(
-            "sksteer_binding_misses_total", "counter",
-            "Connections the binding matched that found no socket (refused).",
-            bindings.map { (bindingLabels($0), $0.misses) })
-        family(
-            "sksteer_binding_errors_total", "counter",
-            "Connections the binding matched whose socket could not be assigned.",
-            bindings.map { (bindingLabels($0), $0.errors) })
         family(
             "sksteer_destination_lookups_total", "counter", "Connections steered to the destination.",
             destinations.map { (destinationLabels($0), $0.lookups) })
@@ -50,16 +34,11 @@ extension DispatcherStatus {
             "sksteer_destination_sockets", "gauge", "Live sockets registered for the destination.",
             destinations.map { (destinationLabels($0), UInt64($0.sockets.count)) })
         family(
-            "sksteer_bindings", "gauge", "Bindings per label and protocol.",
-            Dictionary(grouping: bindings) { "\($0.binding.label) \($0.binding.transport.rawValue)" }.sorted {
-                $0.key < $1.key
-            }
-            .map { key, group in
-                (
-                    labels([("label", group[0].binding.label), ("protocol", group[0].binding.transport.rawValue)]),
-                    UInt64(group.count)
-                )
-            })
+            "sksteer_destination_bindings", "gauge", "Bindings whose traffic goes to the destination.",
+            destinations.map { (destinationLabels($0), UInt64($0.bindings)) })
+        family(
+            "sksteer_destination_has_socket", "gauge", "1 if the destination has a live socket, else 0.",
+            destinations.map { (destinationLabels($0), $0.sockets.isEmpty ? 0 : 1) })
         family(
             "sksteer_no_match_total", "counter", "Connections that matched no binding (normal lookup).", [("", noMatch)]
         )

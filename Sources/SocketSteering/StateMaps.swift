@@ -1,101 +1,140 @@
 import BPF
 import BPFAssembly
 
+/// One rule-set copy: its binding table, its port flags and the tables of every lane. Two
+/// copies exist; the attached program reads exactly one of them (the active copy), and a
+/// change is written to the other, switched to with one `BPF_LINK_UPDATE`, then written to
+/// the first.
+struct CopyMaps: Sendable {
+    var index: Int
+    /// ``Layout/PortFlags``.
+    var ports: Map
+    /// By lane and table.
+    var tables: [Lane: [Table: Map]]
+    /// `HASH` ``Layout/BindingRecord``: the bindings this copy holds.
+    var bindings: Map
+
+    func map(_ key: EntryKey) -> Map { tables[key.lane]![key.table]! }
+
+    static func name(_ table: Table, _ lane: Lane, copy: Int) -> String { "c\(copy)-\(lane)-\(table)" }
+
+    /// Pin names and maps.
+    var all: [(String, Map)] {
+        var result = [("c\(index)-ports", ports), ("c\(index)-bindings", bindings)]
+        for lane in Lane.allCases {
+            for table in Table.allCases { result.append((Self.name(table, lane, copy: index), tables[lane]![table]!)) }
+        }
+        return result
+    }
+
+    /// Entries one table may hold.
+    static func entryLimit(capacity: Int) -> Int { capacity * 2 + 65536 }
+
+    /// New, empty maps for a copy.
+    static func create(index: Int, capacity: Int) throws(BPFError) -> CopyMaps {
+        var tables: [Lane: [Table: Map]] = [:]
+        let limit = entryLimit(capacity: capacity)
+        for lane in Lane.allCases {
+            tables[lane] = [
+                .host: try Map.create(
+                    type: .hash, keySize: Layout.HostKey.size(lane), valueSize: Layout.EntryValueLayout.size,
+                    maxEntries: limit, flags: Map.noPreallocate, name: "sks_\(lane)_host"),
+                .exact: try Map.create(
+                    type: .lpmTrie, keySize: Layout.ExactKey.size(lane), valueSize: Layout.EntryValueLayout.size,
+                    maxEntries: limit, flags: Map.noPreallocate, name: "sks_\(lane)_exact"),
+                .wild: try Map.create(
+                    type: .lpmTrie, keySize: Layout.WildKey.size(lane), valueSize: Layout.EntryValueLayout.size,
+                    maxEntries: limit, flags: Map.noPreallocate, name: "sks_\(lane)_wild"),
+            ]
+        }
+        return CopyMaps(
+            index: index,
+            ports: try Map.create(
+                type: .array, keySize: 4, valueSize: 8, maxEntries: Layout.PortFlags.words, name: "sks_ports"),
+            tables: tables,
+            bindings: try Map.create(
+                type: .hash, keySize: Layout.BindingRecord.keySize, valueSize: Layout.BindingRecord.valueSize,
+                maxEntries: capacity, flags: Map.noPreallocate, name: "sks_bindings"))
+    }
+
+    static func open(index: Int, directory: String, readOnly: Bool) throws(BPFError) -> CopyMaps {
+        func pinned(_ name: String) throws(BPFError) -> Map {
+            try Map.openPinned(at: "\(directory)/\(name)", readOnly: readOnly)
+        }
+        var tables: [Lane: [Table: Map]] = [:]
+        for lane in Lane.allCases {
+            var byTable: [Table: Map] = [:]
+            for table in Table.allCases { byTable[table] = try pinned(name(table, lane, copy: index)) }
+            tables[lane] = byTable
+        }
+        return CopyMaps(
+            index: index, ports: try pinned("c\(index)-ports"), tables: tables,
+            bindings: try pinned("c\(index)-bindings"))
+    }
+}
+
 /// Every map of the dispatcher's state, as pinned in its state directory.
 struct StateMaps: Sendable {
-    var dataPlane: DataPlaneMaps
+    var copies: [CopyMaps]
+    /// `SOCKMAP`: destination × ``Layout/socketsPerDestination`` slots.
+    var sockets: Map
+    /// `PERCPU_ARRAY` destination → ``Layout/DestinationCounter``.
+    var destinationMetrics: Map
+    /// `PERCPU_ARRAY` [1] → ``Layout/GlobalCounter``.
+    var globalMetrics: Map
     /// `HASH` label (64 bytes, zero padded) → `{id u32, 0}`.
     var labels: Map
     /// `ARRAY` [1] → ``Meta``.
     var meta: Map
 
-    /// Pin names in the state directory.
+    /// Pin names of the shared maps.
     enum Name: String, CaseIterable {
-        case active, hosts
-        case hostPorts = "host_ports"
-        case rules, sockets
-        case socketCounts = "socket_counts"
+        case sockets
         case destinationMetrics = "destination_metrics"
-        case bindingMetrics = "binding_metrics"
         case globalMetrics = "global_metrics"
         case labels, meta
     }
 
-    var all: [(Name, Map)] {
+    var shared: [(String, Map)] {
         [
-            (.active, dataPlane.active), (.hosts, dataPlane.hosts), (.hostPorts, dataPlane.hostPorts),
-            (.rules, dataPlane.rules),
-            (.sockets, dataPlane.sockets), (.socketCounts, dataPlane.socketCounts),
-            (.destinationMetrics, dataPlane.destinationMetrics), (.bindingMetrics, dataPlane.bindingMetrics),
-            (.globalMetrics, dataPlane.globalMetrics), (.labels, labels), (.meta, meta),
+            (Name.sockets.rawValue, sockets), (Name.destinationMetrics.rawValue, destinationMetrics),
+            (Name.globalMetrics.rawValue, globalMetrics), (Name.labels.rawValue, labels), (Name.meta.rawValue, meta),
         ]
     }
 
-    /// A new, empty rule trie (the inner map of `rules`).
-    static func makeTrie(maxBindings: Int) throws(BPFError) -> Map {
-        try Map.create(
-            type: .lpmTrie, keySize: Layout.trieKeySize, valueSize: Layout.trieValueSize,
-            maxEntries: maxBindings * 4, flags: Map.noPreallocate, name: "sksteer_rules")
+    var all: [(String, Map)] { shared + copies.flatMap(\.all) }
+
+    /// The maps a program over `copy` reads.
+    func dataPlane(copy: Int) -> DataPlaneMaps {
+        DataPlaneMaps(
+            ports: copies[copy].ports, tables: copies[copy].tables, sockets: sockets,
+            destinationMetrics: destinationMetrics, globalMetrics: globalMetrics)
     }
 
-    /// A new, empty binding table: binding id → record.
-    static func makeBindingTable(maxBindings: Int) throws(BPFError) -> Map {
-        try Map.create(
-            type: .hash, keySize: 4, valueSize: 32, maxEntries: maxBindings, flags: Map.noPreallocate,
-            name: "sksteer_binds")
-    }
-
-    /// A new, empty host-binding hash (the inner map of `hosts`).
-    static func makeHosts(maxBindings: Int) throws(BPFError) -> Map {
-        try Map.create(
-            type: .hash, keySize: Layout.hostKeySize, valueSize: Layout.trieValueSize, maxEntries: maxBindings,
-            flags: Map.noPreallocate, name: "sksteer_hosts")
-    }
-
-    /// Creates every map, with an empty rule set in both slots and slot 0 active.
-    static func create(maxBindings: Int) throws(BPFError) -> (StateMaps, trie: Map, bindings: Map) {
-        let trie = try makeTrie(maxBindings: maxBindings)
-        let hosts = try makeHosts(maxBindings: maxBindings)
-        let rules = try Map.create(
-            type: .arrayOfMaps, keySize: 4, valueSize: 4, maxEntries: 2, name: "sksteer_rules", innerMap: trie)
-        let hostSets = try Map.create(
-            type: .arrayOfMaps, keySize: 4, valueSize: 4, maxEntries: 2, name: "sksteer_hostsets", innerMap: hosts)
-        try rules.setInnerMap(trie, at: 0)
-        try hostSets.setInnerMap(hosts, at: 0)
-        try rules.setInnerMap(try makeTrie(maxBindings: maxBindings), at: 1)
-        try hostSets.setInnerMap(try makeHosts(maxBindings: maxBindings), at: 1)
-        let active = try Map.create(type: .array, keySize: 4, valueSize: 4, maxEntries: 1, name: "sksteer_active")
-        let bindings = try makeBindingTable(maxBindings: maxBindings)
+    /// Creates every map, both copies empty.
+    static func create(capacity: Int) throws(BPFError) -> StateMaps {
         let destinations = Layout.maxDestinations
-        let dataPlane = DataPlaneMaps(
-            active: active, hosts: hostSets,
-            hostPorts: try Map.create(
-                type: .array, keySize: 4, valueSize: 8, maxEntries: Layout.hostPortWords, name: "sksteer_hostports"),
-            rules: rules,
+        let maps = StateMaps(
+            copies: [
+                try CopyMaps.create(index: 0, capacity: capacity), try CopyMaps.create(index: 1, capacity: capacity),
+            ],
             sockets: try Map.create(
                 type: .sockMap, keySize: 4, valueSize: 8, maxEntries: destinations * Layout.socketsPerDestination,
                 name: "sksteer_sockets"),
-            socketCounts: try Map.create(
-                type: .array, keySize: 4, valueSize: 4, maxEntries: destinations, name: "sksteer_counts"),
             destinationMetrics: try Map.create(
                 type: .perCPUArray, keySize: 4, valueSize: Layout.DestinationCounter.size, maxEntries: destinations,
                 name: "sksteer_dmetrics"),
-            bindingMetrics: try Map.create(
-                type: .array, keySize: 4, valueSize: Layout.BindingCounter.size, maxEntries: maxBindings,
-                name: "sksteer_bmetrics"),
             globalMetrics: try Map.create(
                 type: .perCPUArray, keySize: 4, valueSize: Layout.GlobalCounter.size, maxEntries: 1,
-                name: "sksteer_gmetrics"))
-        let maps = StateMaps(
-            dataPlane: dataPlane,
+                name: "sksteer_gmetrics"),
             labels: try Map.create(
                 type: .hash, keySize: Layout.labelSize, valueSize: 8, maxEntries: Layout.maxLabels,
                 name: "sksteer_labels"),
             meta: try Map.create(type: .array, keySize: 4, valueSize: Meta.size, maxEntries: 1, name: "sksteer_meta"))
         var meta = Meta()
-        meta.maxBindings = UInt32(maxBindings)
+        meta.capacity = UInt32(capacity)
         try maps.writeMeta(meta)
-        return (maps, trie, bindings)
+        return maps
     }
 
     /// Opens every pinned map of a state directory.
@@ -104,13 +143,12 @@ struct StateMaps: Sendable {
             try Map.openPinned(at: "\(directory)/\(name.rawValue)", readOnly: readOnly)
         }
         return StateMaps(
-            dataPlane: DataPlaneMaps(
-                active: try pinned(.active), hosts: try pinned(.hosts), hostPorts: try pinned(.hostPorts),
-                rules: try pinned(.rules),
-                sockets: try pinned(.sockets), socketCounts: try pinned(.socketCounts),
-                destinationMetrics: try pinned(.destinationMetrics), bindingMetrics: try pinned(.bindingMetrics),
-                globalMetrics: try pinned(.globalMetrics)),
-            labels: try pinned(.labels), meta: try pinned(.meta))
+            copies: [
+                try CopyMaps.open(index: 0, directory: directory, readOnly: readOnly),
+                try CopyMaps.open(index: 1, directory: directory, readOnly: readOnly),
+            ],
+            sockets: try pinned(.sockets), destinationMetrics: try pinned(.destinationMetrics),
+            globalMetrics: try pinned(.globalMetrics), labels: try pinned(.labels), meta: try pinned(.meta))
     }
 
     func readMeta() throws(BPFError) -> Meta {
@@ -127,27 +165,24 @@ struct Meta: Equatable {
     static let size = 32
     /// The map layout version (``Layout/schemaVersion``).
     var schema: UInt32 = Layout.schemaVersion
-    var maxBindings: UInt32 = 0
-    /// The generation of the active rule set; its binding table is pinned as `bindings-<generation>`.
-    var generation: UInt32 = 0
-    /// The next rule set id to hand out for in-place changes.
-    var nextRuleset: UInt32 = 0
-    /// The next binding id to try.
-    var nextBinding: UInt32 = 0
+    /// The binding limit chosen at load time.
+    var capacity: UInt32 = 0
+    /// A copy being written (1 + its index), or 0: a command that dies between changing one
+    /// copy and the other leaves this set, and the next command brings that copy in line with
+    /// the one the program uses.
+    var pending: UInt32 = 0
 
     init() {}
 
     init(_ bytes: [UInt8]) {
-        guard bytes.count >= 20 else { return }
+        guard bytes.count >= 12 else { return }
         schema = value(UInt32.self, from: bytes[0..<4])
-        maxBindings = value(UInt32.self, from: bytes[4..<8])
-        generation = value(UInt32.self, from: bytes[8..<12])
-        nextRuleset = value(UInt32.self, from: bytes[12..<16])
-        nextBinding = value(UInt32.self, from: bytes[16..<20])
+        capacity = value(UInt32.self, from: bytes[4..<8])
+        pending = value(UInt32.self, from: bytes[8..<12])
     }
 
     var bytes: [UInt8] {
-        rawBytes(of: schema) + rawBytes(of: maxBindings) + rawBytes(of: generation) + rawBytes(of: nextRuleset)
-            + rawBytes(of: nextBinding) + [UInt8](repeating: 0, count: Meta.size - 20)
+        rawBytes(of: schema) + rawBytes(of: capacity) + rawBytes(of: pending)
+            + [UInt8](repeating: 0, count: Meta.size - 12)
     }
 }

@@ -5,22 +5,6 @@ import SKLookup
     import Glibc
 #endif
 
-/// A binding with its counters.
-public struct BindingStatus: Sendable, Codable, Equatable {
-    /// The binding.
-    public var binding: Binding
-    /// The binding's id: its key in the binding table and its index in the counter array.
-    public var id: UInt32
-    /// Connections this binding matched.
-    public var lookups: UInt64
-    /// Of those, how many found no socket (and were refused).
-    public var misses: UInt64
-    /// Of those, how many failed to be assigned (see the destination's errors).
-    public var errors: UInt64
-    /// Of the lookups, how many were IPv6 traffic.
-    public var lookupsIPv6: UInt64
-}
-
 /// A destination with its sockets and counters.
 public struct DestinationStatus: Sendable, Codable, Equatable {
     /// One live socket of the destination.
@@ -54,16 +38,16 @@ public struct DispatcherStatus: Sendable, Codable, Equatable {
     public var directory: String
     /// The layout version of the pinned state (``Layout/schemaVersion`` when current).
     public var schema: UInt32
-    /// The generation of the active rule set; each `apply` that changes something adds one.
-    public var generation: UInt32
+    /// The rule-set copy (0 or 1) the attached program reads.
+    public var activeCopy: Int
     /// The binding limit chosen at load time.
     public var maxBindings: UInt32
     /// The id of the program the pinned link attaches, if the link could be read.
     public var programID: UInt32?
     /// The id of the pinned link, if it could be read.
     public var linkID: UInt32?
-    /// Every binding with its counters, in precedence order.
-    public var bindings: [BindingStatus]
+    /// Every binding in force, in precedence order.
+    public var bindings: [Binding]
     /// Destinations that have sockets, bindings or non-zero counters.
     public var destinations: [DestinationStatus]
     /// Connections that matched no binding (the kernel's normal lookup took them).
@@ -74,75 +58,50 @@ extension Dispatcher {
     /// Bindings, destinations, sockets and counters.
     public func status(findOwners: Bool = true) throws -> DispatcherStatus {
         let meta = try maps.readMeta()
-        let numbered = try numberedBindings()
+        let active = try activeCopy()
+        let rules = try ruleSet(copy: active)
+        let bindings = rules.bindings.sortedByPrecedence()
         let names = try labelNames()
-        var bindings: [BindingStatus] = []
-        let metrics = maps.dataPlane.bindingMetrics
-        // Many bindings: one batch read of the whole array beats a lookup per binding.
-        var all: [UInt32: [UInt8]] = [:]
-        if numbered.count > 1_000 {
-            for (key, value) in try metrics.entries() { all[BPF.value(UInt32.self, from: key)] = value }
+        var bound: [Destination: Int] = [:]
+        for binding in bindings {
+            let lane = Lane(transport: binding.transport, ipv6: !binding.prefix.address.isIPv4)
+            bound[Destination(label: binding.label, transport: lane.transport, ipv6: lane.ipv6), default: 0] += 1
         }
-        for entry in numbered {
-            let counters =
-                numbered.count > 1_000 ? all[entry.id] ?? [] : try metrics.lookup(rawBytes(of: entry.id)) ?? []
-            func counter(_ c: Layout.BindingCounter) -> UInt64 {
-                counters.count >= (c.rawValue + 1) * 8
-                    ? value(UInt64.self, from: counters[(c.rawValue * 8)..<(c.rawValue * 8 + 8)]) : 0
-            }
-            bindings.append(
-                BindingStatus(
-                    binding: entry.binding, id: entry.id, lookups: counter(.lookups), misses: counter(.misses),
-                    errors: counter(.errors), lookupsIPv6: counter(.lookupsIPv6)))
-        }
-        let order = numbered.map(\.binding).sortedByPrecedence()
-        let position = Dictionary(order.enumerated().map { ($0.element, $0.offset) }, uniquingKeysWith: { a, _ in a })
-        bindings.sort { position[$0.binding]! < position[$1.binding]! }
-
         let owners = findOwners ? socketOwners() : [:]
         var destinations: [DestinationStatus] = []
         for (labelID, label) in names.sorted(by: { $0.value < $1.value }) {
-            for transport in Socket.Transport.allCases {
-                for ipv6 in [false, true] {
-                    let destination = Layout.destination(label: labelID, transport: transport, ipv6: ipv6)
-                    let live = try sockets(destination: destination)
-                    let bound = numbered.filter { $0.label == labelID && $0.binding.transport == transport }
-                    var counters = try destinationCounters(destination)
-                    // Lookups per destination: the bindings' lookups of this family.
-                    counters[0] = bindings.filter { $0.binding.label == label && $0.binding.transport == transport }
-                        .reduce(0) { sum, b in sum + (ipv6 ? b.lookupsIPv6 : b.lookups - b.lookupsIPv6) }
-                    let boundHere = bound.contains { $0.binding.prefix.address.isIPv4 != ipv6 }
-                    if live.isEmpty && !boundHere && counters.allSatisfy({ $0 == 0 }) { continue }
-                    destinations.append(
-                        DestinationStatus(
-                            destination: Destination(label: label, transport: transport, ipv6: ipv6),
-                            sockets: live.map {
-                                .init(slot: $0.slot, cookie: $0.cookie, owners: owners[$0.cookie] ?? [])
-                            },
-                            bindings: bound.filter { $0.binding.prefix.address.isIPv4 != ipv6 }.count,
-                            lookups: counters[0], misses: counters[1],
-                            errors: [
-                                "exists": counters[2], "socket-state": counters[3], "protocol": counters[4],
-                                "family": counters[5], "other": counters[6],
-                            ]))
-                }
+            for lane in Lane.allCases {
+                let destination = Layout.destination(label: labelID, lane: lane)
+                let described = Destination(label: label, transport: lane.transport, ipv6: lane.ipv6)
+                let live = try sockets(destination: destination)
+                let counters = try destinationCounters(destination)
+                if live.isEmpty && bound[described] == nil && counters.allSatisfy({ $0 == 0 }) { continue }
+                destinations.append(
+                    DestinationStatus(
+                        destination: described,
+                        sockets: live.map { .init(slot: $0.slot, cookie: $0.cookie, owners: owners[$0.cookie] ?? []) },
+                        bindings: bound[described] ?? 0, lookups: counters[0], misses: counters[1],
+                        errors: [
+                            "exists": counters[2], "socket-state": counters[3], "protocol": counters[4],
+                            "family": counters[5], "other": counters[6],
+                        ]))
             }
         }
-        let global = try maps.dataPlane.globalMetrics.lookup(rawBytes(of: UInt32(0))) ?? []
+        let global = try maps.globalMetrics.lookup(rawBytes(of: UInt32(0))) ?? []
         var noMatch: UInt64 = 0
         for cpu in 0..<possibleCPUCount where global.count >= (cpu + 1) * 8 {
             noMatch += value(UInt64.self, from: global[(cpu * 8)..<(cpu * 8 + 8)])
         }
         let link = try? Link.openPinned(at: "\(directory)/link").info()
         return DispatcherStatus(
-            namespace: namespace.path, directory: directory, schema: meta.schema, generation: meta.generation,
-            maxBindings: meta.maxBindings, programID: link?.programID, linkID: link?.id, bindings: bindings,
+            namespace: namespace.path, directory: directory, schema: meta.schema, activeCopy: active,
+            maxBindings: meta.capacity, programID: link?.programID, linkID: link?.id, bindings: bindings,
             destinations: destinations, noMatch: noMatch)
     }
 
     /// A destination's counters summed over CPUs, in ``Layout/DestinationCounter`` order.
     func destinationCounters(_ destination: UInt32) throws -> [UInt64] {
-        let bytes = try maps.dataPlane.destinationMetrics.lookup(rawBytes(of: destination)) ?? []
+        let bytes = try maps.destinationMetrics.lookup(rawBytes(of: destination)) ?? []
         var sums = [UInt64](repeating: 0, count: Layout.DestinationCounter.allCases.count)
         let stride = Layout.DestinationCounter.size
         for cpu in 0..<possibleCPUCount where bytes.count >= (cpu + 1) * stride {
@@ -212,8 +171,7 @@ extension Dispatcher {
     public func explain(_ transport: Socket.Transport, _ address: IPAddress, _ port: UInt16, from: Endpoint? = nil)
         throws -> Explanation
     {
-        let numbered = try numberedBindings()
-        let winner = numbered.map(\.binding).winner(for: transport, address, port)
+        let winner = try bindings().winner(for: transport, address, port)
         let program = try Program.openPinned(at: "\(directory)/program")
         let connection = Connection(transport, to: Endpoint(address, port), from: from)
         let result = try program.testRun(connection)

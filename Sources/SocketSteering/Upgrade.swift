@@ -21,17 +21,6 @@ extension Dispatcher {
         public var migratedFrom: UInt32?
     }
 
-    /// Migrations from older layouts to the next, by the version they start from.
-    ///
-    /// The rule trie is derived state, so a layout change that keeps the binding table's
-    /// records is migrated by rebuilding the trie from them; that step is registered for
-    /// layout 0, which no released sksteer wrote and the tests use to exercise this path.
-    /// Sockets stay where they are: the kernel does not hand socket descriptors back out of a
-    /// SOCKMAP, so that map's layout can never change.
-    static let migrations: [UInt32: @Sendable (Dispatcher) throws -> Void] = [
-        0: { dispatcher in try dispatcher.rebuildRules() }
-    ]
-
     /// Replaces the loaded program with the one this sksteer builds, through the pinned link
     /// (`BPF_LINK_UPDATE`, atomic: no connection is dropped), keeping every map; state of an
     /// older layout is migrated first.
@@ -47,7 +36,7 @@ extension Dispatcher {
             )
         }
         while meta.schema < Layout.schemaVersion {
-            guard let migrate = migrations[meta.schema] else {
+            guard let migrate = Upgrade.migrations[meta.schema] else {
                 throw SteeringError.conflict("no migration from layout \(meta.schema); unload and load again")
             }
             logger.info("migrating", metadata: ["from": "\(meta.schema)"])
@@ -57,10 +46,12 @@ extension Dispatcher {
             meta.schema += 1
             try dispatcher.maps.writeMeta(meta)
         }
-        try dispatcher.repairGeneration()
+        try dispatcher.repair()
         let directory = dispatcher.directory
         let old = try Program.openPinned(at: "\(directory)/program")
-        let new = try Program.load(DataPlane.program(dispatcher.maps.dataPlane), type: .skLookup, name: "sksteer")
+        let new = try Program.load(
+            DataPlane.program(dispatcher.maps.dataPlane(copy: dispatcher.activeCopy())), type: .skLookup,
+            name: "sksteer")
         let staging = "\(directory)/program-upgrade"
         unlink(staging)
         try new.pin(at: staging)
@@ -80,17 +71,21 @@ extension Dispatcher {
     /// A copy of the data plane over this dispatcher's maps that counts test runs like real
     /// traffic; benchmarks measure it with `BPF_PROG_TEST_RUN`. It is loaded, not attached.
     public func measurementProgram() throws -> Program {
-        try Program.load(DataPlane.program(maps.dataPlane, countTestRuns: true), type: .skLookup, name: "sksteer_bench")
+        try Program.load(
+            DataPlane.program(maps.dataPlane(copy: activeCopy()), countTestRuns: true), type: .skLookup,
+            name: "sksteer_bench")
     }
 
     /// The assembled data plane of this dispatcher (for instruction counts and load timing).
-    public func dataPlaneAssembly() throws -> BPFAssembly.Assembly { try DataPlane.program(maps.dataPlane) }
-
-    /// Rebuilds the active rule set from the binding table and switches to it.
-    func rebuildRules() throws {
-        var meta = try maps.readMeta()
-        meta.nextRuleset = try install(
-            try numberedBindings(), generation: meta.generation, maxBindings: Int(meta.maxBindings))
-        try maps.writeMeta(meta)
+    public func dataPlaneAssembly() throws -> BPFAssembly.Assembly {
+        try DataPlane.program(maps.dataPlane(copy: activeCopy()))
     }
+}
+
+/// Migrations from older layouts to the next, by the version they start from. Layout 1 (one
+/// rule trie in two slots of a map-in-map) has none: its maps and this layout's share nothing
+/// but the SOCKMAP, which cannot be migrated (the kernel does not hand sockets back out), so
+/// such state is unloaded and loaded again, and its sockets registered again.
+enum Upgrade {
+    static let migrations: [UInt32: @Sendable (Dispatcher) throws -> Void] = [:]
 }

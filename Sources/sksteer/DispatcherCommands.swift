@@ -166,8 +166,7 @@ struct Bindings: ParsableCommand {
                 filter = p
             }
             let status = try state.open(readOnly: true).status(findOwners: false)
-            let rows = status.bindings.filter { entry in
-                let b = entry.binding
+            let rows = status.bindings.filter { b in
                 if let transport, b.transport != transport { return false }
                 if let port, !b.ports.contains(port) { return false }
                 if let filter {
@@ -182,13 +181,8 @@ struct Bindings: ParsableCommand {
             }
             if state.format == .json { return try printJSON(rows) }
             printTable(
-                ["PROTOCOL", "PREFIX", "PORTS", "LABEL", "LOOKUPS", "MISSES", "ERRORS"],
-                rows.map {
-                    [
-                        $0.binding.transport.rawValue, $0.binding.prefix.description, $0.binding.ports.description,
-                        $0.binding.label, "\($0.lookups)", "\($0.misses)", "\($0.errors)",
-                    ]
-                })
+                ["PROTOCOL", "PREFIX", "PORTS", "LABEL"],
+                rows.map { [$0.transport.rawValue, $0.prefix.description, $0.ports.description, $0.label] })
         }
     }
 }
@@ -337,25 +331,20 @@ struct Status: ParsableCommand {
         try reporting {
             var status = try state.open(readOnly: true).status()
             if let label {
-                status.bindings = status.bindings.filter { $0.binding.label == label }
+                status.bindings = status.bindings.filter { $0.label == label }
                 status.destinations = status.destinations.filter { $0.destination.label == label }
             }
             if state.format == .json { return try printJSON(status) }
             print(
-                "netns \(status.namespace), state \(status.directory) (layout \(status.schema), generation \(status.generation))"
+                "netns \(status.namespace), state \(status.directory) (layout \(status.schema), copy \(status.activeCopy) in force)"
             )
             print(
                 "program #\(status.programID.map(String.init) ?? "?"), link #\(status.linkID.map(String.init) ?? "?")\n"
             )
             print("Bindings (most specific first):")
             printTable(
-                ["PROTOCOL", "PREFIX", "PORTS", "LABEL", "LOOKUPS", "MISSES", "ERRORS"],
-                status.bindings.map {
-                    [
-                        $0.binding.transport.rawValue, $0.binding.prefix.description, $0.binding.ports.description,
-                        $0.binding.label, "\($0.lookups)", "\($0.misses)", "\($0.errors)",
-                    ]
-                })
+                ["PROTOCOL", "PREFIX", "PORTS", "LABEL"],
+                status.bindings.map { [$0.transport.rawValue, $0.prefix.description, $0.ports.description, $0.label] })
             print("\nDestinations:")
             printTable(
                 ["LABEL", "FAMILY", "PROTOCOL", "SOCKETS", "LOOKUPS", "MISSES", "ERRORS"],

@@ -79,7 +79,7 @@ struct BehaviourTests {
             try f.dispatcher().unregister(label: "web", transport: .tcp, ipv6: false)
             #expect(try f.land(.tcp, "127.0.0.1", 80) == "refused")
             let status = try f.dispatcher(readOnly: true).status()
-            #expect(status.bindings.first?.misses == 1)
+            #expect(status.destinations.first { $0.destination.label == "web" }?.misses == 1)
             #expect(status.destinations.first { $0.destination.label == "web" }?.sockets.isEmpty == true)
             // The socket is still open and can come back.
             try f.dispatcher().register(f.servers[0].socket, label: "web")
@@ -98,20 +98,17 @@ struct BehaviourTests {
             for _ in 0..<3 { #expect(try f.land(.tcp, "127.0.0.1", 81) == "refused") }
             for _ in 0..<2 { #expect(try f.land(.tcp, "127.0.0.1", 82) == "refused") }
             let status = try f.dispatcher(readOnly: true).status()
-            let web = status.bindings.first { $0.binding.label == "web" }!
-            let gone = status.bindings.first { $0.binding.label == "gone" }!
-            #expect((web.lookups, web.misses, web.errors) == (5, 0, 0))
+            func destination(_ label: String) -> DestinationStatus {
+                status.destinations.first { $0.destination.label == label && !$0.destination.ipv6 }!
+            }
+            let (web, gone) = (destination("web"), destination("gone"))
+            #expect((web.lookups, web.misses, web.errors.values.reduce(0, +)) == (5, 0, 0))
             #expect((gone.lookups, gone.misses) == (3, 3))
             #expect(status.noMatch == 2)
-            let destination = status.destinations.first { $0.destination.label == "web" && !$0.destination.ipv6 }!
-            #expect((destination.lookups, destination.misses) == (5, 0))
             let text = status.prometheusText(version: "test")
-            #expect(
-                text.contains(
-                    #"sksteer_binding_lookups_total{label="web",protocol="tcp",prefix="127.0.0.1/32",ports="80"} 5"#))
-            #expect(
-                text.contains(
-                    #"sksteer_binding_misses_total{label="gone",protocol="tcp",prefix="127.0.0.1/32",ports="81"} 3"#))
+            #expect(text.contains(#"sksteer_destination_lookups_total{label="web",family="ipv4",protocol="tcp"} 5"#))
+            #expect(text.contains(#"sksteer_destination_misses_total{label="gone",family="ipv4",protocol="tcp"} 3"#))
+            #expect(text.contains(#"sksteer_destination_bindings{label="web",family="ipv4",protocol="tcp"} 1"#))
             #expect(text.contains("sksteer_no_match_total 2"))
             #expect(text.contains(#"sksteer_destination_sockets{label="web",family="ipv4",protocol="tcp"} 1"#))
             // A test run (explain) is not counted.
@@ -119,7 +116,8 @@ struct BehaviourTests {
             #expect(explanation.binding?.label == "web")
             #expect(explanation.destination?.label == "web")
             #expect(
-                try f.dispatcher(readOnly: true).status().bindings.first { $0.binding.label == "web" }?.lookups == 5)
+                try f.dispatcher(readOnly: true).status().destinations.first { $0.destination.label == "web" }?.lookups
+                    == 5)
             let refused = try f.dispatcher(readOnly: true).explain(.tcp, .loopback4, 81)
             #expect(refused.verdict == "SK_DROP")
             let none = try f.dispatcher(readOnly: true).explain(.udp, .loopback4, 81)
@@ -140,29 +138,42 @@ struct BehaviourTests {
             #expect(outcome.failures.isEmpty, "\(outcome.failures.prefix(3))")
             #expect(outcome.successes > 50)
             #expect(try f.dispatcher(readOnly: true).bindings() == [binding("web", "tcp", "127.0.0.1", "80")])
-            #expect(try f.dispatcher(readOnly: true).status().bindings[0].lookups >= UInt64(outcome.successes))
+            #expect(
+                try f.dispatcher(readOnly: true).status().destinations.first { $0.destination.label == "web" }!.lookups
+                    >= UInt64(outcome.successes))
         }
     }
 
-    /// State of an older layout is migrated by upgrade, and refused for changes before that.
-    @Test func upgradeMigratesOlderState() throws {
+    /// State of a layout this sksteer cannot migrate (older or newer) is refused with what to
+    /// do, and `unload` still removes it.
+    @Test func otherLayoutsAreRefusedAndUnloadable() throws {
         try exclusively {
             let f = try Fixture()
-            try f.serve("web", .tcp, .loopback4, 7900, label: "web")
             try f.bind("web", "tcp", "127.0.0.1", "80")
-            let dispatcher = try f.dispatcher()
-            var meta = try dispatcher.maps.readMeta()
-            meta.schema = 0
-            try dispatcher.maps.writeMeta(meta)
-            _ = consume dispatcher
-            #expect {
-                try f.bind("web", "tcp", "127.0.0.1", "81")
-            } throws: { "\($0)".contains("sksteer upgrade") }
-            let result = try Dispatcher.upgrade(namespace: f.namespace, bpffs: f.bpffs.path)
-            #expect(result.migratedFrom == 0)
-            #expect(try f.land(.tcp, "127.0.0.1", 80) == "web")
-            try f.bind("web", "tcp", "127.0.0.1", "81")
-            #expect(try f.land(.tcp, "127.0.0.1", 81) == "web")
+            for schema: UInt32 in [1, 99] {
+                let dispatcher = try f.dispatcher()
+                var meta = try dispatcher.maps.readMeta()
+                meta.schema = schema
+                try dispatcher.maps.writeMeta(meta)
+                _ = consume dispatcher
+                #expect {
+                    try f.bind("web", "tcp", "127.0.0.1", "81")
+                } throws: { "\($0)".contains(schema == 1 ? "cannot be migrated" : "newer sksteer") }
+                #expect(throws: (any Error).self) {
+                    try Dispatcher.upgrade(namespace: f.namespace, bpffs: f.bpffs.path)
+                }
+                let fixed = try Map.openPinned(
+                    at: "\(try Dispatcher.stateDirectory(bpffs: f.bpffs.path, namespace: f.namespace))/meta")
+                var restored = Meta(try fixed.lookup(rawBytes(of: UInt32(0)))!)
+                restored.schema = Layout.schemaVersion
+                try fixed.update(rawBytes(of: UInt32(0)), restored.bytes)
+            }
+            let directory = try Dispatcher.stateDirectory(bpffs: f.bpffs.path, namespace: f.namespace)
+            var meta = try f.dispatcher().maps.readMeta()
+            meta.schema = 99
+            try f.dispatcher().maps.writeMeta(meta)
+            try Dispatcher.unload(namespace: f.namespace, bpffs: f.bpffs.path)
+            #expect(access(directory, F_OK) != 0)
         }
     }
 
@@ -398,7 +409,7 @@ struct InterfaceTests {
             #expect(metrics.hasPrefix("HTTP/1.1 200 OK"))
             #expect(
                 metrics.contains(
-                    #"sksteer_binding_lookups_total{label="web",protocol="tcp",prefix="127.0.0.1/32",ports="80"} 1"#))
+                    #"sksteer_destination_lookups_total{label="web",family="ipv4",protocol="tcp"} 1"#))
             #expect(try get("/other").hasPrefix("HTTP/1.1 404"))
             server.waitUntilExit()
             #expect(server.terminationStatus == 0)
@@ -413,7 +424,7 @@ struct InterfaceTests {
             var info = stat()
             #expect(stat(directory, &info) == 0)
             #expect(info.st_mode & 0o777 == 0o750)
-            for name in ["link", "program", "rules", "sockets", "meta"] {
+            for name in ["link", "program", "c0-tcp4-exact", "c1-bindings", "sockets", "meta"] {
                 #expect(stat("\(directory)/\(name)", &info) == 0)
                 #expect(info.st_mode & 0o777 == 0o640, "\(name)")
             }

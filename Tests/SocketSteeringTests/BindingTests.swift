@@ -43,41 +43,6 @@ struct BindingTests {
         #expect(bindings.winner(for: .udp, IPAddress("127.0.0.9")!, 80) == nil)
     }
 
-    /// The blocks of a node cover each port with exactly the binding precedence picks.
-    @Test func compiledPortBlocksAgreeWithPrecedence() {
-        var rng = SystemRandomNumberGenerator()
-        for _ in 0..<60 {
-            let count = Int.random(in: 1...6, using: &rng)
-            var numbered: [RuleCompiler.Numbered] = []
-            for index in 0..<count {
-                let a = UInt16.random(in: 0...65535, using: &rng)
-                let width = [0, 1, 15, 200, 5000, 65535].randomElement(using: &rng)!
-                let ports =
-                    Int.random(in: 0...5, using: &rng) == 0
-                    ? PortSet.all : PortSet(a, UInt16(min(65535, Int(a) + width)))!
-                let b = Binding(label: "l\(index)", transport: .tcp, prefix: IPPrefix("10.0.0.0/8")!, ports: ports)
-                if numbered.contains(where: { $0.binding.ports == ports }) { continue }
-                numbered.append(.init(binding: b, id: UInt32(index), label: UInt32(index)))
-            }
-            var covered = [Int32](repeating: -1, count: 65536)
-            for (lower, upper, winner) in RuleCompiler.partition(numbered) {
-                for (start, bits) in RuleCompiler.blocks(lower, upper) {
-                    #expect(Int(start) % (1 << bits) == 0, "blocks are aligned")
-                    for port in Int(start)..<(Int(start) + (1 << bits)) {
-                        #expect(covered[port] == -1, "blocks do not overlap")
-                        covered[port] = Int32(winner.id)
-                    }
-                }
-            }
-            for port in stride(from: 0, to: 65536, by: 7) {
-                let expected = numbered.filter { $0.binding.ports.contains(UInt16(port)) }.min {
-                    $0.binding.ports < $1.binding.ports
-                }
-                #expect(covered[port] == (expected.map { Int32($0.id) } ?? -1), "port \(port)")
-            }
-        }
-    }
-
     @Test func bindingFiles() throws {
         let lines = try BindingFile.parse("# comment\nproxy tcp 127.0.0.0/24 *\n\nweb tcp 127.0.0.1 80  # inline\n")
         #expect(lines == [binding("proxy", "tcp", "127.0.0.0/24", "*"), binding("web", "tcp", "127.0.0.1", "80")])

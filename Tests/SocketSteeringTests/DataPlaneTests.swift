@@ -9,8 +9,8 @@ import Testing
 struct DataPlaneTests {
     @Test func theGeneratedProgramPassesTheVerifier() throws {
         try exclusively {
-            let (maps, _, _) = try StateMaps.create(maxBindings: 1024)
-            let assembly = try DataPlane.program(maps.dataPlane)
+            let maps = try StateMaps.create(capacity: 1024)
+            let assembly = try DataPlane.program(maps.dataPlane(copy: 0))
             let program = try Program.load(assembly, type: .skLookup, name: "sksteer")
             #expect(try program.info().instructionCount > 100)
         }

@@ -1,0 +1,429 @@
+import BPF
+
+/// One of the four table groups of a rule set: a protocol and an address family.
+///
+/// Every lookup stays inside one lane: a TCP connection to an IPv4 address only ever reads
+/// the TCP/IPv4 maps, whose keys hold 4-byte addresses.
+public struct Lane: Hashable, Sendable, CaseIterable, CustomStringConvertible {
+    /// TCP or UDP.
+    public var transport: Socket.Transport
+    /// IPv6 (else IPv4).
+    public var ipv6: Bool
+
+    /// Every lane, in index order.
+    public static let allCases: [Lane] = [
+        Lane(transport: .tcp, ipv6: false), Lane(transport: .tcp, ipv6: true),
+        Lane(transport: .udp, ipv6: false), Lane(transport: .udp, ipv6: true),
+    ]
+
+    /// `(UDP ? 2 : 0) + (IPv6 ? 1 : 0)`: the low bits of a destination number.
+    public var index: Int { (transport == .udp ? 2 : 0) + (ipv6 ? 1 : 0) }
+
+    /// Address bits of the family: 32 or 128.
+    public var addressBits: Int { ipv6 ? 128 : 32 }
+    /// Address bytes of the family: 4 or 16.
+    public var addressSize: Int { ipv6 ? 16 : 4 }
+
+    /// `tcp4`, `udp6`, ...
+    public var description: String { "\(transport)\(ipv6 ? 6 : 4)" }
+}
+
+/// A prefix inside one address family, its bits left-aligned in 128 (bits past the length zero).
+struct FamilyPrefix: Hashable, Sendable, Comparable {
+    var high: UInt64
+    var low: UInt64
+    var length: UInt8
+
+    init(high: UInt64, low: UInt64, length: Int) {
+        self.length = UInt8(length)
+        let (maskHigh, maskLow) = Self.mask(length)
+        self.high = high & maskHigh
+        self.low = low & maskLow
+    }
+
+    /// The address (4 or 16 bytes, network order) as a full-length prefix.
+    init(address bytes: [UInt8]) {
+        var high: UInt64 = 0
+        var low: UInt64 = 0
+        for i in 0..<16 {
+            let byte = UInt64(i < bytes.count ? bytes[i] : 0)
+            if i < 8 { high |= byte << UInt64(56 - 8 * i) } else { low |= byte << UInt64(56 - 8 * (i - 8)) }
+        }
+        self.init(high: high, low: low, length: bytes.count * 8)
+    }
+
+    static func mask(_ length: Int) -> (UInt64, UInt64) {
+        let high: UInt64 = length >= 64 ? ~0 : (length == 0 ? 0 : ~0 << UInt64(64 - length))
+        let low: UInt64 = length >= 128 ? ~0 : (length <= 64 ? 0 : ~0 << UInt64(128 - length))
+        return (high, low)
+    }
+
+    /// The first `length` bits of this prefix.
+    func truncated(to length: Int) -> FamilyPrefix {
+        FamilyPrefix(high: high, low: low, length: min(length, Int(self.length)))
+    }
+
+    /// Whether `other` lies inside this prefix (or is it).
+    func contains(_ other: FamilyPrefix) -> Bool {
+        other.length >= length && other.truncated(to: Int(length)) == self
+    }
+
+    /// The address bytes of the family (4 or 16), network order.
+    func bytes(count: Int) -> [UInt8] {
+        (0..<count).map { i -> UInt8 in
+            let word = i < 8 ? high : low
+            let shift = UInt64(56 - 8 * (i % 8))
+            return UInt8(truncatingIfNeeded: word >> shift)
+        }
+    }
+
+    static func < (a: FamilyPrefix, b: FamilyPrefix) -> Bool { (a.high, a.low, a.length) < (b.high, b.low, b.length) }
+}
+
+/// The three tables of a lane. `host`: a full address and one port (hash, exact match);
+/// `exact`: a prefix and one port (LPM trie keyed port first, so a lookup stays inside the
+/// port's part of the trie); `wild`: a prefix on all ports (LPM trie keyed by address).
+enum Table: UInt8, Hashable, Sendable, CaseIterable {
+    case host, exact, wild
+}
+
+/// Where an entry lives: a lane's table, the port (0 in `wild`) and the family prefix.
+struct EntryKey: Hashable, Sendable {
+    var lane: Lane
+    var table: Table
+    var port: UInt16
+    var prefix: FamilyPrefix
+}
+
+/// What an entry says: the winning binding's label, its precedence and, for `exact`
+/// entries, whether an all-ports binding of greater precedence may lie inside the prefix
+/// (so the lookup must also ask `wild`).
+struct EntryValue: Hashable, Sendable {
+    var label: String
+    /// The winner's prefix length in the 128-bit space (IPv4 as `::ffff:0:0/96` + its length).
+    var mappedLength: UInt8
+    /// How many ports the winner covers (65536 for all ports).
+    var portCount: UInt32
+    /// The winner's first port.
+    var firstPort: UInt16
+    /// `exact` only: a `wild` entry of greater precedence may match inside this prefix.
+    var checkWildcard: Bool = false
+}
+
+/// A rule set: bindings, grouped by the prefix they are bound to, with the entries the data
+/// plane needs computed from them. Pure: no kernel. The dispatcher writes the entries into
+/// maps (``Schema``); the generated program (``DataPlane``) performs the same steps as
+/// ``lookup(_:_:_:)``.
+///
+/// Precedence is ``Binding/precedes(_:)``: the longest prefix in the 128-bit space wins,
+/// then the narrower port set. IPv6 prefixes of up to 96 bits that contain `::ffff:0:0/96`
+/// also cover IPv4 traffic (as in tubular); they appear in the IPv4 tables at `0.0.0.0/0`.
+struct RuleSet: Sendable {
+    struct GroupKey: Hashable, Sendable {
+        var lane: Lane
+        var prefix: FamilyPrefix
+    }
+
+    /// The bindings of one (protocol, family, prefix).
+    struct Group: Sendable, Equatable {
+        /// Finite port sets (one port or a range) → label.
+        var finite: [PortSet: String] = [:]
+        /// The all-ports binding's label.
+        var all: String?
+        var isEmpty: Bool { finite.isEmpty && all == nil }
+    }
+
+    private(set) var groups: [GroupKey: Group] = [:]
+    private(set) var count = 0
+
+    init() {}
+
+    /// Builds a rule set; conflicting bindings (same rule, other label) throw.
+    init(_ bindings: [Binding]) throws(SteeringError) {
+        for binding in bindings { try insert(binding) }
+    }
+
+    static func groupKey(_ binding: Binding) -> GroupKey {
+        let lane = Lane(transport: binding.transport, ipv6: !binding.prefix.address.isIPv4)
+        return GroupKey(
+            lane: lane, prefix: FamilyPrefix(address: binding.prefix.address.bytes).truncated(to: binding.prefix.length)
+        )
+    }
+
+    /// Adds a binding. Returns false if it was there already (with the same label).
+    @discardableResult
+    mutating func insert(_ binding: Binding) throws(SteeringError) -> Bool {
+        try Self.check(binding)
+        let key = Self.groupKey(binding)
+        var group = groups[key] ?? Group()
+        let existing = binding.ports.isAll ? group.all : group.finite[binding.ports]
+        if let existing {
+            if existing == binding.label { return false }
+            throw .conflict(
+                "\(binding.transport) \(binding.prefix) \(binding.ports) is already bound to '\(existing)'; unbind it first"
+            )
+        }
+        if binding.ports.isAll { group.all = binding.label } else { group.finite[binding.ports] = binding.label }
+        groups[key] = group
+        count += 1
+        return true
+    }
+
+    /// Removes a binding; returns the label it had, or nil if it was not there.
+    @discardableResult
+    mutating func remove(_ binding: Binding) -> String? {
+        let key = Self.groupKey(binding)
+        guard var group = groups[key] else { return nil }
+        let removed: String?
+        if binding.ports.isAll {
+            removed = group.all
+            group.all = nil
+        } else {
+            removed = group.finite.removeValue(forKey: binding.ports)
+        }
+        guard removed != nil else { return nil }
+        groups[key] = group.isEmpty ? nil : group
+        count -= 1
+        return removed
+    }
+
+    /// The label bound to exactly this rule (protocol, prefix, ports), if any.
+    func label(of binding: Binding) -> String? {
+        guard let group = groups[Self.groupKey(binding)] else { return nil }
+        return binding.ports.isAll ? group.all : group.finite[binding.ports]
+    }
+
+    /// Every binding, unordered.
+    var bindings: [Binding] {
+        var result: [Binding] = []
+        result.reserveCapacity(count)
+        for (key, group) in groups {
+            let prefix = key.binding(label: "", ports: .all).prefix
+            for (ports, label) in group.finite {
+                result.append(Binding(label: label, transport: key.lane.transport, prefix: prefix, ports: ports))
+            }
+            if let label = group.all {
+                result.append(Binding(label: label, transport: key.lane.transport, prefix: prefix, ports: .all))
+            }
+        }
+        return result
+    }
+
+    /// Inputs no table can hold.
+    static func check(_ binding: Binding) throws(SteeringError) {
+        let address = binding.prefix.address
+        if !address.isIPv4, binding.prefix.length >= 96, address.unmappedIPv4 != nil {
+            throw .invalidInput("'\(binding.prefix)' is an IPv4-mapped IPv6 prefix; write the IPv4 prefix instead")
+        }
+    }
+
+    // MARK: Entries
+
+    /// `::ffff:0:0` as a 128-bit family prefix.
+    static let mappedBlock = FamilyPrefix(high: 0, low: 0xffff_0000_0000, length: 96)
+
+    /// Whether an IPv6 prefix covers IPv4 traffic.
+    static func coversIPv4(_ key: GroupKey) -> Bool {
+        key.lane.ipv6 && key.prefix.length <= 96 && key.prefix.contains(mappedBlock)
+    }
+
+    /// The mapped (128-bit) length of a group's prefix: its precedence.
+    static func mappedLength(_ key: GroupKey) -> UInt8 {
+        key.lane.ipv6 ? key.prefix.length : 96 + key.prefix.length
+    }
+
+    /// The entry keys a binding contributes to.
+    static func keys(of binding: Binding) -> [EntryKey] {
+        let group = groupKey(binding)
+        var result: [EntryKey] = []
+        func add(_ lane: Lane, _ prefix: FamilyPrefix) {
+            if binding.ports.isAll {
+                result.append(EntryKey(lane: lane, table: .wild, port: 0, prefix: prefix))
+            } else {
+                let table: Table = Int(prefix.length) == lane.addressBits ? .host : .exact
+                result.reserveCapacity(result.count + binding.ports.count)
+                for port in binding.ports.lower...binding.ports.upper {
+                    result.append(EntryKey(lane: lane, table: table, port: port, prefix: prefix))
+                }
+            }
+        }
+        add(group.lane, group.prefix)
+        if coversIPv4(group) {
+            add(Lane(transport: group.lane.transport, ipv6: false), FamilyPrefix(high: 0, low: 0, length: 0))
+        }
+        return result
+    }
+
+    /// The groups whose bindings can be candidates at `key`: its own, and at IPv4 `0.0.0.0/0`
+    /// the IPv6 prefixes that cover IPv4.
+    func candidateGroups(at key: EntryKey) -> [(GroupKey, Group)] {
+        var result: [(GroupKey, Group)] = []
+        let own = GroupKey(lane: key.lane, prefix: key.prefix)
+        if let group = groups[own] { result.append((own, group)) }
+        if !key.lane.ipv6 && key.prefix.length == 0 && key.table != .host {
+            let lane = Lane(transport: key.lane.transport, ipv6: true)
+            for length in 0...96 {
+                let prefix = Self.mappedBlock.truncated(to: length)
+                let covering = GroupKey(lane: lane, prefix: prefix)
+                if let group = groups[covering] { result.append((covering, group)) }
+            }
+        }
+        return result
+    }
+
+    /// The winner at one entry key (without ``EntryValue/checkWildcard``), or nil.
+    func winner(at key: EntryKey) -> EntryValue? {
+        var best: EntryValue?
+        func consider(_ label: String, _ length: UInt8, _ ports: PortSet) {
+            let candidate = EntryValue(
+                label: label, mappedLength: length, portCount: UInt32(ports.count), firstPort: ports.lower)
+            if let current = best, !Self.precedes(candidate, current) { return }
+            best = candidate
+        }
+        for (groupKey, group) in candidateGroups(at: key) {
+            let length = Self.mappedLength(groupKey)
+            if key.table == .wild {
+                if let label = group.all { consider(label, length, .all) }
+            } else {
+                for (ports, label) in group.finite where ports.contains(key.port) { consider(label, length, ports) }
+            }
+        }
+        return best
+    }
+
+    /// Precedence between entry values: longer mapped prefix, then fewer ports, then lower first port.
+    static func precedes(_ a: EntryValue, _ b: EntryValue) -> Bool {
+        if a.mappedLength != b.mappedLength { return a.mappedLength > b.mappedLength }
+        return (a.portCount, a.firstPort) < (b.portCount, b.firstPort)
+    }
+
+    /// Every entry of the rule set.
+    func tables() -> RuleTables {
+        var entries: [EntryKey: EntryValue] = [:]
+        entries.reserveCapacity(count)
+        for (groupKey, group) in groups {
+            var prefixes = [(groupKey.lane, groupKey.prefix)]
+            if Self.coversIPv4(groupKey) {
+                prefixes.append(
+                    (Lane(transport: groupKey.lane.transport, ipv6: false), FamilyPrefix(high: 0, low: 0, length: 0)))
+            }
+            for (lane, prefix) in prefixes {
+                if group.all != nil {
+                    let key = EntryKey(lane: lane, table: .wild, port: 0, prefix: prefix)
+                    if entries[key] == nil, let value = winner(at: key) { entries[key] = value }
+                }
+                let table: Table = Int(prefix.length) == lane.addressBits ? .host : .exact
+                var ports = Set<UInt16>()
+                for set in group.finite.keys { for port in set.lower...set.upper { ports.insert(port) } }
+                for port in ports {
+                    let key = EntryKey(lane: lane, table: table, port: port, prefix: prefix)
+                    if entries[key] == nil, let value = winner(at: key) { entries[key] = value }
+                }
+            }
+        }
+        var tables = RuleTables(entries: entries)
+        tables.markWildcardChecks()
+        return tables
+    }
+}
+
+extension RuleSet.GroupKey {
+    /// A binding at this group's prefix.
+    func binding(label: String, ports: PortSet) -> Binding {
+        let bytes = prefix.bytes(count: lane.addressSize)
+        return Binding(
+            label: label, transport: lane.transport,
+            prefix: IPPrefix(IPAddress(bytes: bytes)!, length: Int(prefix.length))!, ports: ports)
+    }
+}
+
+/// The entries of a rule set, by key, and the port flags derived from them.
+struct RuleTables: Sendable, Equatable {
+    private(set) var entries: [EntryKey: EntryValue]
+    /// ``portFlags()``, computed once.
+    private let flags: [Lane: [UInt16: UInt8]]
+
+    init(entries: [EntryKey: EntryValue]) {
+        self.entries = entries
+        var flags: [Lane: [UInt16: UInt8]] = [:]
+        for key in entries.keys where key.table != .wild {
+            flags[key.lane, default: [:]][key.port, default: 0] |= key.table == .host ? 1 : 2
+        }
+        self.flags = flags
+    }
+
+    /// Sets ``EntryValue/checkWildcard`` on every `exact` entry that an all-ports binding of
+    /// greater precedence lies inside (a prefix inside it, or the same prefix with a longer
+    /// mapped length).
+    mutating func markWildcardChecks() {
+        var wild: [Lane: [(FamilyPrefix, UInt8)]] = [:]
+        for (key, value) in entries where key.table == .wild {
+            wild[key.lane, default: []].append((key.prefix, value.mappedLength))
+        }
+        for lane in wild.keys { wild[lane]!.sort { $0.0 < $1.0 } }
+        for (key, value) in entries where key.table == .exact {
+            guard let list = wild[key.lane] else { continue }
+            let flag = Self.hasStronger(in: list, inside: key.prefix, than: value.mappedLength)
+            if flag != value.checkWildcard { entries[key]!.checkWildcard = flag }
+        }
+    }
+
+    /// Whether a sorted list of (prefix, mapped length) has one inside `prefix` with a longer mapped length.
+    static func hasStronger(in list: [(FamilyPrefix, UInt8)], inside prefix: FamilyPrefix, than length: UInt8) -> Bool {
+        // Sorted by (bits, length): the prefixes inside `prefix` start at its first entry at
+        // or after `prefix` and run while they are inside it.
+        var low = 0
+        var high = list.count
+        while low < high {
+            let middle = (low + high) / 2
+            if list[middle].0 < prefix { low = middle + 1 } else { high = middle }
+        }
+        var index = low
+        while index < list.count, prefix.contains(list[index].0) {
+            if list[index].1 > length { return true }
+            index += 1
+        }
+        return false
+    }
+
+    /// Bit 0: the port has `host` entries; bit 1: `exact` entries.
+    func portFlags() -> [Lane: [UInt16: UInt8]] { flags }
+
+    /// What a lookup finds, performing the steps of the generated program.
+    func lookup(_ transport: Socket.Transport, _ address: IPAddress, _ port: UInt16) -> EntryValue? {
+        let lane = Lane(transport: transport, ipv6: !address.isIPv4)
+        let full = FamilyPrefix(address: address.bytes)
+        let flags = self.flags[lane]?[port] ?? 0
+        if flags & 1 != 0, let hit = entries[EntryKey(lane: lane, table: .host, port: port, prefix: full)] {
+            return hit
+        }
+        var exact: EntryValue?
+        if flags & 2 != 0 {
+            exact = longestMatch(lane, .exact, port, full)
+            if let hit = exact, !hit.checkWildcard { return hit }
+        }
+        let wild = longestMatch(lane, .wild, 0, full)
+        if let exact, let wild { return wild.mappedLength > exact.mappedLength ? wild : exact }
+        return exact ?? wild
+    }
+
+    /// The entry of the longest prefix of `address` in one table (what an LPM trie returns).
+    func longestMatch(_ lane: Lane, _ table: Table, _ port: UInt16, _ address: FamilyPrefix) -> EntryValue? {
+        for length in stride(from: lane.addressBits, through: 0, by: -1) {
+            if let hit = entries[EntryKey(lane: lane, table: table, port: port, prefix: address.truncated(to: length))]
+            {
+                return hit
+            }
+        }
+        return nil
+    }
+
+    /// What to write to turn `old` into `self`: entries to add or change, keys to delete.
+    func changes(from old: RuleTables) -> (upserts: [(EntryKey, EntryValue)], deletes: [EntryKey]) {
+        var upserts: [(EntryKey, EntryValue)] = []
+        var deletes: [EntryKey] = []
+        for (key, value) in entries where old.entries[key] != value { upserts.append((key, value)) }
+        for key in old.entries.keys where entries[key] == nil { deletes.append(key) }
+        return (upserts, deletes)
+    }
+}

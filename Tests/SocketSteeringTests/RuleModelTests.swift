@@ -1,0 +1,178 @@
+import BPF
+import Testing
+
+@testable import SocketSteering
+
+/// A seeded generator (SplitMix64): every random rule set is replayable from its seed.
+struct SeededGenerator: RandomNumberGenerator {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9e37_79b9_7f4a_7c15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xbf58_476d_1ce4_e5b9
+        z = (z ^ (z >> 27)) &* 0x94d0_49bb_1331_11eb
+        return z ^ (z >> 31)
+    }
+}
+
+/// Random rule sets that overlap a lot: few base addresses, every prefix length, single
+/// ports, ranges and all ports, IPv4 and IPv6 (including `::/0`, which covers IPv4 too).
+enum RandomRules {
+    static let ports: [UInt16] = [0, 1, 53, 80, 443, 8080, 65535]
+
+    static func address(ipv6: Bool, using rng: inout SeededGenerator) -> IPAddress {
+        if ipv6 {
+            let bases = [
+                IPAddress("2001:db8::")!.bytes, IPAddress("2001:db8:ff00::")!.bytes, IPAddress("::")!.bytes,
+                IPAddress("fe80::")!.bytes,
+            ]
+            var bytes = bases.randomElement(using: &rng)!
+            for i in Int.random(in: 4...15, using: &rng)..<16 where Bool.random(using: &rng) {
+                bytes[i] = UInt8.random(in: 0...255, using: &rng)
+            }
+            return IPAddress(bytes: bytes)!
+        }
+        let bases: [[UInt8]] = [[10, 0, 0, 0], [10, 1, 2, 0], [127, 0, 0, 0], [192, 0, 2, 0], [0, 0, 0, 0]]
+        var bytes = bases.randomElement(using: &rng)!
+        for i in Int.random(in: 1...3, using: &rng)..<4 where Bool.random(using: &rng) {
+            bytes[i] = UInt8.random(in: 0...3, using: &rng)
+        }
+        return IPAddress(bytes: bytes)!
+    }
+
+    static func portSet(using rng: inout SeededGenerator) -> PortSet {
+        switch Int.random(in: 0..<10, using: &rng) {
+        case 0..<3: return .all
+        case 3..<7: return .single(ports.randomElement(using: &rng)!)
+        default:
+            let lower = ports.randomElement(using: &rng)!
+            let width = [1, 2, 30, 500].randomElement(using: &rng)!
+            return PortSet(lower, UInt16(min(65535, Int(lower) + width)))!
+        }
+    }
+
+    static func binding(using rng: inout SeededGenerator) -> Binding {
+        let ipv6 = Int.random(in: 0..<4, using: &rng) == 0
+        let address = address(ipv6: ipv6, using: &rng)
+        var length = Int.random(in: 0...(ipv6 ? 128 : 32), using: &rng)
+        if ipv6, length >= 96, IPPrefix(address, length: length)!.address.unmappedIPv4 != nil { length = 95 }
+        let prefix = IPPrefix(address, length: length)!
+        return Binding(
+            label: "l\(Int.random(in: 0..<5, using: &rng))", transport: Bool.random(using: &rng) ? .tcp : .udp,
+            prefix: prefix, ports: portSet(using: &rng))
+    }
+
+    /// A rule set of up to `count` bindings without conflicts.
+    static func bindings(_ count: Int, using rng: inout SeededGenerator) -> [Binding] {
+        var rules = RuleSet()
+        var result: [Binding] = []
+        for _ in 0..<count {
+            let b = binding(using: &rng)
+            if (try? rules.insert(b)) == true { result.append(b) }
+        }
+        return result
+    }
+
+    /// A connection that is likely to hit something: near the bindings' addresses and ports.
+    static func probe(_ bindings: [Binding], using rng: inout SeededGenerator) -> (
+        Socket.Transport, IPAddress, UInt16
+    ) {
+        let ipv6 = Int.random(in: 0..<3, using: &rng) == 0
+        var bytes = address(ipv6: ipv6, using: &rng).bytes
+        if let b = bindings.randomElement(using: &rng), b.prefix.address.isIPv4 == !ipv6, Bool.random(using: &rng) {
+            bytes = b.prefix.address.bytes
+            let last = bytes.count - 1
+            if Bool.random(using: &rng) { bytes[last] ^= UInt8.random(in: 0...3, using: &rng) }
+        }
+        let port =
+            Bool.random(using: &rng) ? ports.randomElement(using: &rng)! : UInt16.random(in: 0...600, using: &rng)
+        return (Bool.random(using: &rng) ? .tcp : .udp, IPAddress(bytes: bytes)!, port)
+    }
+}
+
+@Suite struct RuleModelTests {
+    /// Thousands of seeded random rule sets: the model's lookup (the steps the program takes,
+    /// over the entries the dispatcher writes) picks what the precedence oracle picks.
+    @Test(arguments: 0..<40)
+    func modelLookupAgreesWithPrecedence(seed: UInt64) throws {
+        var rng = SeededGenerator(seed: seed)
+        for round in 0..<50 {
+            let bindings = RandomRules.bindings(Int.random(in: 1...40, using: &rng), using: &rng)
+            let tables = try RuleSet(bindings).tables()
+            for _ in 0..<60 {
+                let (transport, address, port) = RandomRules.probe(bindings, using: &rng)
+                let expected = bindings.winner(for: transport, address, port)
+                let found = tables.lookup(transport, address, port)
+                #expect(
+                    found?.label == expected?.label,
+                    "seed \(seed) round \(round): \(transport) \(address):\(port) → model \(found?.label ?? "none"), oracle \(expected?.description ?? "none")"
+                )
+                if let expected, let found {
+                    #expect(Int(found.mappedLength) == expected.mappedLength)
+                    #expect(found.portCount == UInt32(expected.ports.count) && found.firstPort == expected.ports.lower)
+                }
+            }
+        }
+    }
+
+    /// Diffs are exact: applying the changes from A to B gives B's entries, whatever A and B are.
+    @Test func changesTurnOneRuleSetIntoAnother() throws {
+        var rng = SeededGenerator(seed: 7)
+        for _ in 0..<200 {
+            let a = try RuleSet(RandomRules.bindings(30, using: &rng)).tables()
+            let b = try RuleSet(RandomRules.bindings(30, using: &rng)).tables()
+            var entries = a.entries
+            let (upserts, deletes) = b.changes(from: a)
+            for key in deletes { entries[key] = nil }
+            for (key, value) in upserts { entries[key] = value }
+            #expect(entries == b.entries)
+        }
+    }
+
+    /// The wildcard check is set exactly where an all-ports binding of greater precedence lies
+    /// inside an exact entry's prefix, so most exact hits need one trie lookup.
+    @Test func wildcardChecksAreExact() throws {
+        let rules = try RuleSet([
+            binding("outer", "tcp", "10.0.0.0/8", "443"), binding("inner", "tcp", "10.1.0.0/16", "*"),
+            binding("alone", "tcp", "192.0.2.0/24", "443"), binding("same", "tcp", "192.0.2.0/24", "*"),
+        ])
+        let tables = rules.tables()
+        func entry(_ prefix: String) -> EntryValue? {
+            let p = IPPrefix(prefix)!
+            return tables.entries[
+                EntryKey(
+                    lane: Lane(transport: .tcp, ipv6: false), table: .exact, port: 443,
+                    prefix: FamilyPrefix(address: p.address.bytes).truncated(to: p.length))]
+        }
+        #expect(entry("10.0.0.0/8")?.checkWildcard == true)
+        #expect(entry("192.0.2.0/24")?.checkWildcard == false)
+        #expect(tables.lookup(.tcp, IPAddress("10.1.2.3")!, 443)?.label == "inner")
+        #expect(tables.lookup(.tcp, IPAddress("10.2.2.3")!, 443)?.label == "outer")
+        #expect(tables.lookup(.tcp, IPAddress("192.0.2.9")!, 443)?.label == "alone")
+        #expect(tables.lookup(.tcp, IPAddress("192.0.2.9")!, 80)?.label == "same")
+    }
+
+    /// `::/0` and other IPv6 prefixes around `::ffff:0:0/96` cover IPv4 traffic, below every IPv4 prefix.
+    @Test func ipv6PrefixesThatCoverIPv4() throws {
+        let tables = try RuleSet([
+            binding("v6all", "tcp", "::/0", "*"), binding("v6port", "tcp", "::/64", "80"),
+            binding("v4", "tcp", "10.0.0.0/8", "*"),
+        ]).tables()
+        #expect(tables.lookup(.tcp, IPAddress("192.0.2.1")!, 80)?.label == "v6port")
+        #expect(tables.lookup(.tcp, IPAddress("192.0.2.1")!, 81)?.label == "v6all")
+        #expect(tables.lookup(.tcp, IPAddress("10.0.0.1")!, 80)?.label == "v4")
+        #expect(tables.lookup(.tcp, IPAddress("2001:db8::1")!, 80)?.label == "v6all")
+        #expect(tables.lookup(.udp, IPAddress("10.0.0.1")!, 80) == nil)
+    }
+
+    @Test func conflictsAndMappedPrefixesAreRefused() {
+        var rules = RuleSet()
+        #expect(throws: Never.self) { try rules.insert(binding("a", "tcp", "10.0.0.0/8", "80")) }
+        #expect(throws: SteeringError.self) { try rules.insert(binding("b", "tcp", "10.0.0.0/8", "80")) }
+        #expect((try? rules.insert(binding("a", "tcp", "10.0.0.0/8", "80"))) == false)
+        let mapped = Binding(
+            label: "m", transport: .tcp, prefix: IPPrefix(IPAddress("::ffff:10.0.0.0")!, length: 104)!, ports: .all)
+        #expect(throws: SteeringError.self) { try rules.insert(mapped) }
+    }
+}
