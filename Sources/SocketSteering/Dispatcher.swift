@@ -202,18 +202,19 @@ public final class Dispatcher {
         try ruleSet(copy: activeCopy()).bindings.sortedByPrecedence()
     }
 
-    /// The rule set a copy holds, read from its binding table.
+    /// The rule set a copy holds, read from its `groups` table.
     func ruleSet(copy: Int) throws -> RuleSet {
         let names = try labelNames()
-        var rules = RuleSet()
-        for (key, value) in try maps.copies[copy].bindings.entries() {
-            guard let binding = Layout.BindingRecord.decode(key: key, value: value, labels: names) else {
+        var groups: [RuleSet.GroupKey: RuleSet.Group] = [:]
+        for (key, value) in try maps.copies[copy].groups.entries() {
+            guard let (groupKey, _) = GroupRecord.decodeKey(key),
+                GroupRecord.decode(value, into: &groups[groupKey, default: RuleSet.Group()], labels: names)
+            else {
                 throw SteeringError.kernel(
-                    "the binding table of copy \(copy) has an unreadable record; run sksteer apply")
+                    "the groups table of copy \(copy) has an unreadable record; run sksteer apply")
             }
-            try rules.insert(binding)
         }
-        return rules
+        return RuleSet(groups: groups)
     }
 
     /// What a change did.
@@ -222,32 +223,22 @@ public final class Dispatcher {
         case added, removed, unchanged
     }
 
-    /// Adds a binding. Atomic, like every change: connections see the rules without it or with it.
+    /// Adds a binding. Atomic, like every change: connections see the rules without it or
+    /// with it. It reads and writes only the entries the binding touches.
     @discardableResult
     public func bind(_ binding: Binding) throws -> Change {
         try requireWritable()
         try Binding.checkLabel(binding.label)
-        var changed = false
-        try commit { rules in changed = try rules.insert(binding) }
-        if changed { logger.info("bound", metadata: ["binding": "\(binding)"]) }
-        return changed ? .added : .unchanged
+        let plan = try change(adding: [binding], removing: [])
+        if !plan.isEmpty { logger.info("bound", metadata: ["binding": "\(binding)"]) }
+        return plan.isEmpty ? .unchanged : .added
     }
 
     /// Removes a binding (it must exist with this label).
     @discardableResult
     public func unbind(_ binding: Binding) throws -> Change {
         try requireWritable()
-        try commit { rules in
-            guard let label = rules.label(of: binding) else {
-                throw SteeringError.conflict("\(binding.transport) \(binding.prefix) \(binding.ports) is not bound")
-            }
-            guard label == binding.label else {
-                throw SteeringError.conflict(
-                    "\(binding.transport) \(binding.prefix) \(binding.ports) is bound to '\(label)', not '\(binding.label)'"
-                )
-            }
-            rules.remove(binding)
-        }
+        try change(adding: [], removing: [binding])
         logger.info("unbound", metadata: ["binding": "\(binding)"])
         return .removed
     }
@@ -288,20 +279,42 @@ public final class Dispatcher {
     /// program does not read, the program is switched to it with one `BPF_LINK_UPDATE`, then
     /// the other copy is brought up to date. Every connection sees the old rules or the new
     /// ones; an apply that stops early leaves the old rules in force (or, after the switch,
-    /// the new ones), and the next command finishes the other copy.
+    /// the new ones), and the next command finishes the other copy. Only the entries that
+    /// differ are written.
     @discardableResult
-    public func apply(_ desired: [Binding]) throws -> Plan {
+    public func apply(_ desired: [Binding]) throws -> Plan { try apply(desired, incrementalUpTo: Self.smallChange) }
+
+    /// `apply`, writing changes of up to `limit` bindings through the incremental path.
+    @discardableResult
+    func apply(_ desired: [Binding], incrementalUpTo limit: Int) throws -> Plan {
         try requireWritable()
         for label in Set(desired.map(\.label)) { try Binding.checkLabel(label) }
         let wanted = try timed("build the rule set") { try RuleSet(desired) }
-        var plan = Plan(added: [], removed: [], unchanged: 0)
-        try commit { rules in
-            plan = Self.plan(from: rules, to: wanted)
-            rules = wanted
+        let current = try timed("read the rule set") { try ruleSet(copy: activeCopy()) }
+        let plan = Self.plan(from: current, to: wanted)
+        if plan.isEmpty { return plan }
+        if plan.added.count + plan.removed.count <= limit {
+            try change(adding: plan.added, removing: plan.removed)
+        } else {
+            try commit(from: current, to: wanted)
         }
         logger.info("applied", metadata: ["added": "\(plan.added.count)", "removed": "\(plan.removed.count)"])
         return plan
     }
+
+    /// Adds and removes bindings in one atomic change, reading and writing only the entries
+    /// they touch (so its cost does not grow with the bindings already there). A binding to
+    /// remove must exist with its label; one to add that exists with another label is a
+    /// conflict (remove it in the same call to move it).
+    @discardableResult
+    public func apply(adding: [Binding], removing: [Binding]) throws -> Plan {
+        try requireWritable()
+        for binding in adding { try Binding.checkLabel(binding.label) }
+        return try change(adding: adding, removing: removing)
+    }
+
+    /// Changes up to this many bindings go through the incremental path.
+    static let smallChange = 2_000
 
     /// Runs `body`, logging how long it took at debug level.
     func timed<T>(_ what: String, _ body: () throws -> T) rethrows -> T {

@@ -173,35 +173,4 @@ public enum Layout {
         for i in (0..<field.size).reversed() { result = result << 8 | T(bytes[field.offset + i]) }
         return result
     }
-
-    /// A binding table record: the rule as the key, the label as the value.
-    enum BindingRecord {
-        /// Protocol (u8), IPv6 (u8), prefix length (u8), 0, first port (u16), last port (u16),
-        /// address (16, zero padded).
-        static let keySize = 24
-        static let valueSize = 8
-
-        static func key(_ binding: Binding) -> [UInt8] {
-            var bytes = [UInt8(binding.transport.ipProtocol), binding.prefix.address.isIPv4 ? 0 : 1]
-            bytes += [UInt8(binding.prefix.length), 0]
-            bytes += rawBytes(of: binding.ports.lower) + rawBytes(of: binding.ports.upper)
-            bytes +=
-                binding.prefix.address.bytes + [UInt8](repeating: 0, count: 16 - binding.prefix.address.bytes.count)
-            return bytes
-        }
-
-        static func value(label: UInt32) -> [UInt8] { rawBytes(of: label) + [0, 0, 0, 0] }
-
-        static func decode(key: [UInt8], value record: [UInt8], labels: [UInt32: String]) -> Binding? {
-            guard key.count == keySize, record.count >= 4,
-                let label = labels[BPF.value(UInt32.self, from: record.prefix(4))]
-            else { return nil }
-            let transport: Socket.Transport = key[0] == 17 ? .udp : .tcp
-            let address = IPAddress(bytes: Array(key[8..<(key[1] == 0 ? 12 : 24)]))!
-            guard let prefix = IPPrefix(address, length: Int(key[2])),
-                let ports = PortSet(BPF.value(UInt16.self, from: key[4..<6]), BPF.value(UInt16.self, from: key[6..<8]))
-            else { return nil }
-            return Binding(label: label, transport: transport, prefix: prefix, ports: ports)
-        }
-    }
 }

@@ -138,6 +138,11 @@ struct RuleSet: Sendable {
 
     init() {}
 
+    init(groups: [GroupKey: Group]) {
+        self.groups = groups.filter { !$0.value.isEmpty }
+        count = self.groups.values.reduce(0) { $0 + $1.finite.count + ($1.all == nil ? 0 : 1) }
+    }
+
     /// Builds a rule set; conflicting bindings (same rule, other label) throw.
     init(_ bindings: [Binding]) throws(SteeringError) {
         for binding in bindings { try insert(binding) }
@@ -252,43 +257,6 @@ struct RuleSet: Sendable {
             add(Lane(transport: group.lane.transport, ipv6: false), FamilyPrefix(high: 0, low: 0, length: 0))
         }
         return result
-    }
-
-    /// The groups whose bindings can be candidates at `key`: its own, and at IPv4 `0.0.0.0/0`
-    /// the IPv6 prefixes that cover IPv4.
-    func candidateGroups(at key: EntryKey) -> [(GroupKey, Group)] {
-        var result: [(GroupKey, Group)] = []
-        let own = GroupKey(lane: key.lane, prefix: key.prefix)
-        if let group = groups[own] { result.append((own, group)) }
-        if !key.lane.ipv6 && key.prefix.length == 0 && key.table != .host {
-            let lane = Lane(transport: key.lane.transport, ipv6: true)
-            for length in 0...96 {
-                let prefix = Self.mappedBlock.truncated(to: length)
-                let covering = GroupKey(lane: lane, prefix: prefix)
-                if let group = groups[covering] { result.append((covering, group)) }
-            }
-        }
-        return result
-    }
-
-    /// The winner at one entry key (without ``EntryValue/checkWildcard``), or nil.
-    func winner(at key: EntryKey) -> EntryValue? {
-        var best: EntryValue?
-        func consider(_ label: String, _ length: UInt8, _ ports: PortSet) {
-            let candidate = EntryValue(
-                label: label, mappedLength: length, portCount: UInt32(ports.count), firstPort: ports.lower)
-            if let current = best, !Self.precedes(candidate, current) { return }
-            best = candidate
-        }
-        for (groupKey, group) in candidateGroups(at: key) {
-            let length = Self.mappedLength(groupKey)
-            if key.table == .wild {
-                if let label = group.all { consider(label, length, .all) }
-            } else {
-                for (ports, label) in group.finite where ports.contains(key.port) { consider(label, length, ports) }
-            }
-        }
-        return best
     }
 
     /// Precedence between entry values: longer mapped prefix, then fewer ports, then lower first port.

@@ -11,8 +11,10 @@ struct CopyMaps: Sendable {
     var ports: Map
     /// By lane and table.
     var tables: [Lane: [Table: Map]]
-    /// `HASH` ``Layout/BindingRecord``: the bindings this copy holds.
-    var bindings: Map
+    /// `HASH` ``GroupRecord``: the bindings this copy holds, by (lane, prefix).
+    var groups: Map
+    /// `ARRAY` of u32, ``Census``: how many all-ports bindings each (lane, mapped length) has.
+    var census: Map
 
     func map(_ key: EntryKey) -> Map { tables[key.lane]![key.table]! }
 
@@ -20,7 +22,7 @@ struct CopyMaps: Sendable {
 
     /// Pin names and maps.
     var all: [(String, Map)] {
-        var result = [("c\(index)-ports", ports), ("c\(index)-bindings", bindings)]
+        var result = [("c\(index)-ports", ports), ("c\(index)-groups", groups), ("c\(index)-census", census)]
         for lane in Lane.allCases {
             for table in Table.allCases { result.append((Self.name(table, lane, copy: index), tables[lane]![table]!)) }
         }
@@ -52,9 +54,10 @@ struct CopyMaps: Sendable {
             ports: try Map.create(
                 type: .array, keySize: 4, valueSize: 8, maxEntries: Layout.PortFlags.words, name: "sks_ports"),
             tables: tables,
-            bindings: try Map.create(
-                type: .hash, keySize: Layout.BindingRecord.keySize, valueSize: Layout.BindingRecord.valueSize,
-                maxEntries: capacity, flags: Map.noPreallocate, name: "sks_bindings"))
+            groups: try Map.create(
+                type: .hash, keySize: GroupRecord.keySize, valueSize: GroupRecord.valueSize, maxEntries: capacity,
+                flags: Map.noPreallocate, name: "sks_groups"),
+            census: try Map.create(type: .array, keySize: 4, valueSize: 4, maxEntries: Census.size, name: "sks_census"))
     }
 
     static func open(index: Int, directory: String, readOnly: Bool) throws(BPFError) -> CopyMaps {
@@ -68,8 +71,8 @@ struct CopyMaps: Sendable {
             tables[lane] = byTable
         }
         return CopyMaps(
-            index: index, ports: try pinned("c\(index)-ports"), tables: tables,
-            bindings: try pinned("c\(index)-bindings"))
+            index: index, ports: try pinned("c\(index)-ports"), tables: tables, groups: try pinned("c\(index)-groups"),
+            census: try pinned("c\(index)-census"))
     }
 }
 
@@ -171,18 +174,49 @@ struct Meta: Equatable {
     /// copy and the other leaves this set, and the next command brings that copy in line with
     /// the one the program uses.
     var pending: UInt32 = 0
+    /// Bindings in each copy.
+    var counts: [UInt32] = [0, 0]
 
     init() {}
 
     init(_ bytes: [UInt8]) {
-        guard bytes.count >= 12 else { return }
+        guard bytes.count >= 20 else { return }
         schema = value(UInt32.self, from: bytes[0..<4])
         capacity = value(UInt32.self, from: bytes[4..<8])
         pending = value(UInt32.self, from: bytes[8..<12])
+        counts = [value(UInt32.self, from: bytes[12..<16]), value(UInt32.self, from: bytes[16..<20])]
     }
 
     var bytes: [UInt8] {
-        rawBytes(of: schema) + rawBytes(of: capacity) + rawBytes(of: pending)
-            + [UInt8](repeating: 0, count: Meta.size - 12)
+        rawBytes(of: schema) + rawBytes(of: capacity) + rawBytes(of: pending) + rawBytes(of: counts[0])
+            + rawBytes(of: counts[1]) + [UInt8](repeating: 0, count: Meta.size - 20)
+    }
+}
+
+/// Per copy: how many all-ports bindings each (lane, mapped prefix length) has, so a change
+/// of one binding can tell whether an exact entry needs ``EntryValue/checkWildcard`` without
+/// reading the other bindings (it sets the flag when any all-ports binding of the lane has a
+/// longer prefix: never wrong, sometimes one lookup more; `apply` of a whole set sets it
+/// exactly).
+enum Census {
+    static let size = 4 * 129
+    static func index(_ lane: Lane, mappedLength: UInt8) -> UInt32 { UInt32(lane.index * 129 + Int(mappedLength)) }
+
+    /// The counts of a rule set.
+    static func counts(_ rules: RuleSet) -> [UInt32: UInt32] {
+        var counts: [UInt32: UInt32] = [:]
+        for (key, group) in rules.groups where group.all != nil {
+            for (lane, length) in contributions(key) { counts[index(lane, mappedLength: length), default: 0] += 1 }
+        }
+        return counts
+    }
+
+    /// The (lane, mapped length) counters an all-ports binding of this group adds to.
+    static func contributions(_ key: RuleSet.GroupKey) -> [(Lane, UInt8)] {
+        var result = [(key.lane, RuleSet.mappedLength(key))]
+        if RuleSet.coversIPv4(key) {
+            result.append((Lane(transport: key.lane.transport, ipv6: false), RuleSet.mappedLength(key)))
+        }
+        return result
     }
 }

@@ -34,31 +34,171 @@ extension Dispatcher {
             "the program attached by \(directory)/link reads neither rule-set copy; run sksteer load to repair")
     }
 
-    /// Applies `change` to the rule set in force and commits the result (see the protocol above).
-    /// A change that throws, or fails a check, changes nothing.
-    func commit(_ change: (inout RuleSet) throws -> Void) throws {
-        try requireWritable()
-        let active = try activeCopy()
-        let current = try timed("read the rule set") { try ruleSet(copy: active) }
-        var desired = current
-        try change(&desired)
+    /// Commits a whole new rule set: both compiled in memory, only the differing entries written.
+    func commit(from current: RuleSet, to desired: RuleSet) throws {
         let old = timed("compile the current rules") { current.tables() }
         let new = timed("compile the new rules") { desired.tables() }
         try checkLimits(desired, new)
         let plan = Self.plan(from: current, to: desired)
         if plan.isEmpty { return }
         let labels = try assignLabels(for: desired)
+        var groups: [RuleSet.GroupKey: RuleSet.Group?] = [:]
+        var oldPages: [RuleSet.GroupKey: Int] = [:]
+        for binding in plan.added + plan.removed {
+            let key = RuleSet.groupKey(binding)
+            groups[key] = .some(desired.groups[key])
+            oldPages[key] =
+                current.groups[key].map { max(1, ($0.finite.count + GroupRecord.slots - 1) / GroupRecord.slots) } ?? 0
+        }
+        let census = Census.counts(desired)
+        let oldCensus = Census.counts(current)
         let write = CopyWrite(
             entries: new.changes(from: old), ports: Self.portWords(new).changes(from: Self.portWords(old)),
-            bindings: plan, labels: labels)
+            groups: groups, oldPages: oldPages,
+            census: Array(Set(census.keys).union(oldCensus.keys)).map { ($0, census[$0] ?? 0) },
+            count: UInt32(desired.count), labels: labels)
+        try commit { copy in try self.write(write, to: copy) }
+        try collectLabels(inUse: Set(desired.bindings.map(\.label)))
+    }
+
+    /// The commit protocol around a change written by `body` to one copy at a time.
+    func commit(_ body: (Int) throws -> Void) throws {
+        let active = try activeCopy()
         let idle = 1 - active
         try setPending(idle)
-        try timed("write the idle copy") { try self.write(write, to: idle) }
+        try timed("write the idle copy") { try body(idle) }
         try timed("switch") { try switchProgram(to: idle) }
         try setPending(active)
-        try timed("write the other copy") { try self.write(write, to: active) }
+        try timed("write the other copy") { try body(active) }
         try setPending(nil)
-        try collectLabels(inUse: Set(desired.bindings.map(\.label)))
+    }
+
+    /// Adds and removes a few bindings, reading only the groups and entries they touch.
+    @discardableResult
+    func change(adding: [Binding], removing: [Binding]) throws -> Plan {
+        try requireWritable()
+        let active = try activeCopy()
+        let probe = KernelGroups(map: maps.copies[active].groups, labels: try labelNames())
+        var added: [Binding] = []
+        var removed: [Binding] = []
+        var seen = Set<Binding.Rule>()
+        for binding in removing {
+            try RuleSet.check(binding)
+            let group = try probe.group(RuleSet.groupKey(binding))
+            let label = binding.ports.isAll ? group?.all : group?.finite[binding.ports]
+            guard let label else {
+                throw SteeringError.conflict("\(binding.transport) \(binding.prefix) \(binding.ports) is not bound")
+            }
+            guard label == binding.label else {
+                throw SteeringError.conflict(
+                    "\(binding.transport) \(binding.prefix) \(binding.ports) is bound to '\(label)', not '\(binding.label)'"
+                )
+            }
+            if seen.insert(binding.rule).inserted { removed.append(binding) }
+        }
+        var adds: [Binding.Rule: String] = [:]
+        for binding in adding {
+            try RuleSet.check(binding)
+            if let other = adds[binding.rule], other != binding.label {
+                throw SteeringError.conflict(
+                    "\(binding.transport) \(binding.prefix) \(binding.ports) is bound to both '\(other)' and '\(binding.label)'"
+                )
+            }
+            adds[binding.rule] = binding.label
+            let group = try probe.group(RuleSet.groupKey(binding))
+            let label = binding.ports.isAll ? group?.all : group?.finite[binding.ports]
+            if let label, !seen.contains(binding.rule) {
+                if label == binding.label { continue }
+                throw SteeringError.conflict(
+                    "\(binding.transport) \(binding.prefix) \(binding.ports) is already bound to '\(label)'; unbind it first"
+                )
+            }
+            if !added.contains(binding) { added.append(binding) }
+        }
+        let plan = Plan(
+            added: added.sortedByPrecedence(), removed: removed.sortedByPrecedence(),
+            unchanged: Int(try maps.readMeta().counts[active]) - removed.count)
+        if plan.isEmpty { return plan }
+        let meta = try maps.readMeta()
+        let count = Int(meta.counts[active]) + added.count - removed.count
+        if count > Int(meta.capacity) {
+            throw SteeringError.limit(
+                "\(count) bindings are more than this dispatcher holds (\(meta.capacity)); unload and load with a"
+                    + " larger --max-bindings")
+        }
+        var labels: [String: UInt32] = [:]
+        for (id, name) in try labelNames() { labels[name] = id }
+        for label in Set(added.map(\.label)) where labels[label] == nil {
+            labels[label] = try labelID(label, create: true)!
+        }
+        try commit { copy in try self.write(changing: plan, labels: labels, count: UInt32(count), to: copy) }
+        return plan
+    }
+
+    /// Writes a few added and removed bindings to one copy: its groups, the entries they
+    /// touch (winners recomputed from the groups), the census and the port flags.
+    func write(changing plan: Plan, labels: [String: UInt32], count: UInt32, to copy: Int) throws {
+        let maps = self.maps.copies[copy]
+        var names: [UInt32: String] = [:]
+        for (name, id) in labels { names[id] = name }
+        let groups = KernelGroups(map: maps.groups, labels: names)
+        var census: [UInt32: UInt32] = [:]
+        for (key, value) in try maps.census.entries() {
+            census[BPF.value(UInt32.self, from: key)] = BPF.value(UInt32.self, from: value)
+        }
+        var touchedCensus = Set<UInt32>()
+        for (binding, adding) in plan.removed.map({ ($0, false) }) + plan.added.map({ ($0, true) }) {
+            let key = RuleSet.groupKey(binding)
+            var group = try groups.group(key) ?? RuleSet.Group()
+            if binding.ports.isAll {
+                group.all = adding ? binding.label : nil
+            } else {
+                group.finite[binding.ports] = adding ? binding.label : nil
+            }
+            try groups.write(key, group, labelIDs: labels)
+            if binding.ports.isAll {
+                for (lane, length) in Census.contributions(key) {
+                    let index = Census.index(lane, mappedLength: length)
+                    census[index] = UInt32(max(0, Int(census[index] ?? 0) + (adding ? 1 : -1)))
+                    touchedCensus.insert(index)
+                }
+            }
+        }
+        var keys = Set<EntryKey>()
+        for binding in plan.removed + plan.added { keys.formUnion(try groups.affectedKeys(by: binding)) }
+        var words: [UInt32: UInt64] = [:]
+        var upserts: [String: (Map, [(key: [UInt8], value: [UInt8])])] = [:]
+        for key in keys {
+            guard var value = try groups.winner(at: key) else {
+                _ = try maps.map(key).delete(Layout.encode(key))
+                continue
+            }
+            if key.table == .exact {
+                value.checkWildcard = ((Int(value.mappedLength) + 1)...128).contains { length in
+                    (census[Census.index(key.lane, mappedLength: UInt8(length))] ?? 0) > 0
+                }
+            }
+            if key.table != .wild {
+                let word = Layout.PortFlags.word(transport: key.lane.transport, port: key.port)
+                if words[word] == nil {
+                    words[word] =
+                        try maps.ports.lookup(rawBytes(of: word)).map { BPF.value(UInt64.self, from: $0) } ?? 0
+                }
+                let bit = key.table == .host ? Layout.PortFlags.host : Layout.PortFlags.exact
+                words[word]! |= bit << Layout.PortFlags.shift(lane: key.lane, port: key.port)
+            }
+            let name = CopyMaps.name(key.table, key.lane, copy: copy)
+            upserts[name, default: (maps.map(key), [])].1.append(
+                (Layout.encode(key), Layout.encode(value, label: labels[value.label]!, lane: key.lane)))
+        }
+        // Flags before entries would make a lookup try a table too early (harmless: it falls
+        // through); entries before flags would hide them. This copy is idle, so order is free.
+        for (_, (map, entries)) in upserts { try map.updateBatch(entries) }
+        try maps.ports.updateBatch(words.map { (rawBytes(of: $0.key), rawBytes(of: $0.value)) })
+        try maps.census.updateBatch(touchedCensus.map { (rawBytes(of: $0), rawBytes(of: census[$0] ?? 0)) })
+        var meta = try self.maps.readMeta()
+        meta.counts[copy] = count
+        try self.maps.writeMeta(meta)
     }
 
     func setPending(_ copy: Int?) throws {
@@ -93,7 +233,14 @@ extension Dispatcher {
     struct CopyWrite {
         var entries: (upserts: [(EntryKey, EntryValue)], deletes: [EntryKey])
         var ports: (upserts: [(UInt32, UInt64)], deletes: [UInt32])
-        var bindings: Plan
+        /// The groups to write (nil: remove).
+        var groups: [RuleSet.GroupKey: RuleSet.Group?]
+        /// How many records each of those groups has now.
+        var oldPages: [RuleSet.GroupKey: Int]
+        /// Census counters to set.
+        var census: [(UInt32, UInt32)]
+        /// The bindings the copy holds afterwards.
+        var count: UInt32
         var labels: [String: UInt32]
     }
 
@@ -140,12 +287,23 @@ extension Dispatcher {
         for (_, (map, entries)) in byMap { try map.updateBatch(entries) }
         for key in change.entries.deletes { _ = try maps.map(key).delete(Layout.encode(key)) }
         try maps.ports.updateBatch(change.ports.upserts.map { (rawBytes(of: $0.0), rawBytes(of: $0.1)) })
-        // Removed first: a binding whose label changes is removed and added under the same key.
-        for binding in change.bindings.removed { _ = try maps.bindings.delete(Layout.BindingRecord.key(binding)) }
-        try maps.bindings.updateBatch(
-            change.bindings.added.map {
-                (Layout.BindingRecord.key($0), Layout.BindingRecord.value(label: change.labels[$0.label]!))
-            })
+        var records: [(key: [UInt8], value: [UInt8])] = []
+        var stale: [[UInt8]] = []
+        for (key, group) in change.groups {
+            let pages = group.map { GroupRecord.encode($0, labels: change.labels) } ?? []
+            for (index, page) in pages.enumerated() {
+                records.append((GroupRecord.key(key, page: UInt16(index)), page))
+            }
+            for index in pages.count..<max(pages.count, change.oldPages[key] ?? 0) {
+                stale.append(GroupRecord.key(key, page: UInt16(index)))
+            }
+        }
+        try maps.groups.updateBatch(records)
+        for key in stale { _ = try maps.groups.delete(key) }
+        try maps.census.updateBatch(change.census.map { (rawBytes(of: $0.0), rawBytes(of: $0.1)) })
+        var meta = try self.maps.readMeta()
+        meta.counts[copy] = change.count
+        try self.maps.writeMeta(meta)
     }
 
     /// Loads a program over `copy` and swaps it in through the pinned link.
@@ -194,10 +352,11 @@ extension Dispatcher {
             let idle = 1 - active
             logger.warning("repairing an interrupted change", metadata: ["copy": "\(idle)"])
             try rebuild(copy: idle, from: active)
+            meta = try maps.readMeta()
             meta.pending = 0
             try maps.writeMeta(meta)
+            try collectLabels(inUse: Set(ruleSet(copy: active).bindings.map(\.label)))
         }
-        try collectLabels(inUse: Set(ruleSet(copy: active).bindings.map(\.label)))
     }
 
     /// Replaces a copy that no program reads with new maps holding the rules of `source`.
@@ -205,10 +364,13 @@ extension Dispatcher {
         let rules = try ruleSet(copy: source)
         let fresh = try CopyMaps.create(index: copy, capacity: Int(try maps.readMeta().capacity))
         let tables = rules.tables()
+        var groups: [RuleSet.GroupKey: RuleSet.Group?] = [:]
+        for (key, group) in rules.groups { groups[key] = .some(group) }
         let write = CopyWrite(
             entries: tables.changes(from: RuleTables(entries: [:])),
-            ports: Self.portWords(tables).changes(from: PortWords(words: [:])),
-            bindings: Plan(added: rules.bindings, removed: [], unchanged: 0), labels: try assignLabels(for: rules))
+            ports: Self.portWords(tables).changes(from: PortWords(words: [:])), groups: groups, oldPages: [:],
+            census: Census.counts(rules).map { ($0.key, $0.value) }, count: UInt32(rules.count),
+            labels: try assignLabels(for: rules))
         var maps = self.maps
         maps.copies[copy] = fresh
         self.maps = maps
@@ -242,7 +404,13 @@ extension Dispatcher {
             return value(UInt32.self, from: existing.prefix(4))
         }
         guard create else { return nil }
-        let used = Set(try labelNames().keys)
+        var used = Set(try labelNames().keys)
+        if used.count >= Layout.maxLabels {
+            // Labels are collected after whole-set changes; one change at a time leaves
+            // unused ones behind until this point.
+            try collectLabels(inUse: Set(ruleSet(copy: activeCopy()).bindings.map(\.label)))
+            used = Set(try labelNames().keys)
+        }
         guard let free = (0..<UInt32(Layout.maxLabels)).first(where: { !used.contains($0) }) else {
             throw SteeringError.limit("all \(Layout.maxLabels) labels are in use; remove unused ones first")
         }

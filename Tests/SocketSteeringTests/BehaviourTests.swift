@@ -424,7 +424,7 @@ struct InterfaceTests {
             var info = stat()
             #expect(stat(directory, &info) == 0)
             #expect(info.st_mode & 0o777 == 0o750)
-            for name in ["link", "program", "c0-tcp4-exact", "c1-bindings", "sockets", "meta"] {
+            for name in ["link", "program", "c0-tcp4-exact", "c1-groups", "sockets", "meta"] {
                 #expect(stat("\(directory)/\(name)", &info) == 0)
                 #expect(info.st_mode & 0o777 == 0o640, "\(name)")
             }

@@ -1,0 +1,214 @@
+import BPF
+
+/// Where a rule set's bindings come from when its entries are computed: the in-memory
+/// ``RuleSet``, or a copy's `groups` table in the kernel (``KernelGroups``), so that a change
+/// of a few bindings reads only the groups it touches.
+protocol GroupSource {
+    func group(_ key: RuleSet.GroupKey) throws -> RuleSet.Group?
+}
+
+extension RuleSet: GroupSource {
+    func group(_ key: GroupKey) -> Group? { groups[key] }
+}
+
+extension GroupSource {
+    /// The groups whose bindings can be candidates at `key`: its own, and at IPv4 `0.0.0.0/0`
+    /// the IPv6 prefixes that cover IPv4.
+    func candidateGroups(at key: EntryKey) throws -> [(RuleSet.GroupKey, RuleSet.Group)] {
+        var result: [(RuleSet.GroupKey, RuleSet.Group)] = []
+        let own = RuleSet.GroupKey(lane: key.lane, prefix: key.prefix)
+        if let group = try group(own) { result.append((own, group)) }
+        if !key.lane.ipv6 && key.prefix.length == 0 && key.table != .host {
+            let lane = Lane(transport: key.lane.transport, ipv6: true)
+            for length in 0...96 {
+                let covering = RuleSet.GroupKey(lane: lane, prefix: RuleSet.mappedBlock.truncated(to: length))
+                if let group = try group(covering) { result.append((covering, group)) }
+            }
+        }
+        return result
+    }
+
+    /// The winner at one entry key (without ``EntryValue/checkWildcard``), or nil.
+    func winner(at key: EntryKey) throws -> EntryValue? {
+        var best: EntryValue?
+        for (groupKey, group) in try candidateGroups(at: key) {
+            let length = RuleSet.mappedLength(groupKey)
+            var candidates: [(String, PortSet)] = []
+            if key.table == .wild {
+                if let label = group.all { candidates.append((label, .all)) }
+            } else {
+                for (ports, label) in group.finite where ports.contains(key.port) { candidates.append((label, ports)) }
+            }
+            for (label, ports) in candidates {
+                let candidate = EntryValue(
+                    label: label, mappedLength: length, portCount: UInt32(ports.count), firstPort: ports.lower)
+                if let current = best, !RuleSet.precedes(candidate, current) { continue }
+                best = candidate
+            }
+        }
+        return best
+    }
+
+    /// The entry keys whose winner or wildcard check may change when `binding` comes or goes:
+    /// its own keys, and for an all-ports binding the exact entries of the prefixes it lies in.
+    func affectedKeys(by binding: Binding) throws -> [EntryKey] {
+        var keys = RuleSet.keys(of: binding)
+        guard binding.ports.isAll else { return keys }
+        let own = RuleSet.groupKey(binding)
+        var prefixes: [(Lane, FamilyPrefix)] = []
+        for length in 0..<Int(own.prefix.length) { prefixes.append((own.lane, own.prefix.truncated(to: length))) }
+        if RuleSet.coversIPv4(own) {
+            prefixes.append(
+                (Lane(transport: own.lane.transport, ipv6: false), FamilyPrefix(high: 0, low: 0, length: 0)))
+        }
+        for (lane, prefix) in prefixes {
+            let probe = EntryKey(lane: lane, table: .exact, port: 0, prefix: prefix)
+            for (_, group) in try candidateGroups(at: probe) {
+                var ports = Set<UInt16>()
+                for set in group.finite.keys { for port in set.lower...set.upper { ports.insert(port) } }
+                for port in ports { keys.append(EntryKey(lane: lane, table: .exact, port: port, prefix: prefix)) }
+            }
+        }
+        return keys
+    }
+}
+
+extension RuleSet {
+    /// The groups whose bindings can be candidates at `key` (see ``GroupSource``).
+    func candidateGroups(at key: EntryKey) -> [(GroupKey, Group)] {
+        (try? (self as any GroupSource).candidateGroups(at: key)) ?? []
+    }
+
+    /// The winner at one entry key (see ``GroupSource``).
+    func winner(at key: EntryKey) -> EntryValue? {
+        (try? (self as any GroupSource).winner(at: key)) ?? nil
+    }
+}
+
+/// A copy's `groups` table: one record per (lane, prefix) with every port set bound there.
+///
+/// Key: lane index (u8; +0x80 for an overflow page), prefix length (u8), page (u16), address
+/// (16 bytes, zero padded). Value (64 bytes): finite port sets in this record (u8), whether
+/// the all-ports binding is set (u8), 0 (u16), the all-ports label id (u32), then 7 slots of
+/// (first port u16, last port u16, label id u32). Page 0 holds the first 7 port sets; pages
+/// 1, 2, ... hold 7 more each.
+enum GroupRecord {
+    static let keySize = 20
+    static let valueSize = 64
+    static let slots = 7
+
+    static func key(_ group: RuleSet.GroupKey, page: UInt16) -> [UInt8] {
+        var bytes = [UInt8(group.lane.index) | (page == 0 ? 0 : 0x80), group.prefix.length]
+        bytes += rawBytes(of: page)
+        bytes += group.prefix.bytes(count: 16)
+        return bytes
+    }
+
+    static func decodeKey(_ bytes: [UInt8]) -> (RuleSet.GroupKey, page: UInt16)? {
+        guard bytes.count == keySize else { return nil }
+        let lane = Lane.allCases[Int(bytes[0] & 0x7f) % 4]
+        let length = Int(bytes[1])
+        guard length <= lane.addressBits else { return nil }
+        let prefix = FamilyPrefix(address: Array(bytes[4..<20])).truncated(to: length)
+        return (RuleSet.GroupKey(lane: lane, prefix: prefix), value(UInt16.self, from: bytes[2..<4]))
+    }
+
+    /// The records of a group: page 0 first.
+    static func encode(_ group: RuleSet.Group, labels: [String: UInt32]) -> [[UInt8]] {
+        let sets = group.finite.sorted { $0.key < $1.key }
+        var pages: [[UInt8]] = []
+        var index = 0
+        repeat {
+            let chunk = sets[index..<min(sets.count, index + slots)]
+            var bytes = [UInt8(chunk.count), group.all == nil ? 0 : 1, 0, 0]
+            bytes += rawBytes(of: group.all.map { labels[$0]! } ?? 0)
+            for (ports, label) in chunk {
+                bytes += rawBytes(of: ports.lower) + rawBytes(of: ports.upper) + rawBytes(of: labels[label]!)
+            }
+            bytes += [UInt8](repeating: 0, count: valueSize - bytes.count)
+            pages.append(bytes)
+            index += slots
+        } while index < sets.count
+        return pages
+    }
+
+    /// Adds one record's port sets to a group.
+    static func decode(_ bytes: [UInt8], into group: inout RuleSet.Group, labels: [UInt32: String]) -> Bool {
+        guard bytes.count == valueSize else { return false }
+        let count = Int(bytes[0])
+        guard count <= slots else { return false }
+        if bytes[1] != 0 {
+            guard let label = labels[value(UInt32.self, from: bytes[4..<8])] else { return false }
+            group.all = label
+        }
+        for slot in 0..<count {
+            let start = 8 + 8 * slot
+            guard
+                let ports = PortSet(
+                    value(UInt16.self, from: bytes[start..<start + 2]),
+                    value(UInt16.self, from: bytes[start + 2..<start + 4])),
+                let label = labels[value(UInt32.self, from: bytes[start + 4..<start + 8])]
+            else { return false }
+            group.finite[ports] = label
+        }
+        return true
+    }
+}
+
+/// The groups of one copy, read from the kernel on demand (and cached for one change).
+final class KernelGroups: GroupSource {
+    let map: Map
+    let labels: [UInt32: String]
+    private var cache: [RuleSet.GroupKey: RuleSet.Group?] = [:]
+
+    init(map: Map, labels: [UInt32: String]) {
+        self.map = map
+        self.labels = labels
+    }
+
+    func group(_ key: RuleSet.GroupKey) throws -> RuleSet.Group? {
+        if let cached = cache[key] { return cached }
+        var group = RuleSet.Group()
+        var page: UInt16 = 0
+        var found = false
+        while let bytes = try map.lookup(GroupRecord.key(key, page: page)) {
+            found = true
+            guard GroupRecord.decode(bytes, into: &group, labels: labels) else {
+                throw SteeringError.kernel("the groups table has an unreadable record; run sksteer apply")
+            }
+            guard Int(bytes[0]) == GroupRecord.slots else { break }
+            page += 1
+        }
+        let result = found && !group.isEmpty ? group : nil
+        cache[key] = .some(result)
+        return result
+    }
+
+    /// Replaces a group's records (or removes them when it is empty or nil).
+    /// - Parameter knownPages: the pages the group has now, if known (nil: read them).
+    func write(
+        _ key: RuleSet.GroupKey, _ group: RuleSet.Group?, labelIDs: [String: UInt32], knownPages: Int? = -1
+    ) throws {
+        let oldPages: Int
+        if let knownPages, knownPages >= 0 {
+            oldPages = knownPages
+        } else if knownPages == nil {
+            oldPages = try pages(key)
+        } else {
+            oldPages = try self.group(key).map { GroupRecord.encode($0, labels: labelIDs).count } ?? 0
+        }
+        let pages = group.flatMap { $0.isEmpty ? nil : GroupRecord.encode($0, labels: labelIDs) } ?? []
+        for (index, page) in pages.enumerated() { try map.update(GroupRecord.key(key, page: UInt16(index)), page) }
+        if pages.count < oldPages {
+            for index in pages.count..<oldPages { _ = try map.delete(GroupRecord.key(key, page: UInt16(index))) }
+        }
+        cache[key] = .some(group.flatMap { $0.isEmpty ? nil : $0 })
+    }
+
+    /// How many records a group has in the map.
+    func pages(_ key: RuleSet.GroupKey) throws -> Int {
+        var page: UInt16 = 0
+        while try map.lookup(GroupRecord.key(key, page: page)) != nil { page += 1 }
+        return Int(page)
+    }
+}
