@@ -111,18 +111,18 @@ extension Bench {
             out += " per binding, no destination bookkeeping); sksteer's is the public API. "
             out += verdict(
                 results.controlPlane.map { ("\($0.workload)/\($0.operation)", $0.ratio) }, noun: "operations")
-            out += "\n\n| workload | operation | bindings present | sksteer s | tubular does | tubular s | ratio |\n"
+            out += "\n\n| workload | operation | bindings present | sksteer ms | tubular does | tubular ms | ratio |\n"
             out += "|---|---|---:|---:|---|---:|---:|\n"
             for row in results.controlPlane {
-                out += "| \(row.workload) | \(row.operation) | \(row.present) | \(fmt(row.sksteerSeconds, 4)) |"
-                out += " \(row.tubularMethod) | \(fmt(row.tubularSeconds, 4)) | \(fmt(row.ratio, 1)) |\n"
+                out += "| \(row.workload) | \(row.operation) | \(row.present) | \(fmt(row.sksteerSeconds * 1000, 3)) |"
+                out += " \(row.tubularMethod) | \(fmt(row.tubularSeconds * 1000, 3)) | \(fmt(row.ratio, 1)) |\n"
             }
         }
         if !results.instructions.isEmpty {
-            out += "\nInstructions after verification: "
+            out += "\nInstructions after verification (xlated): "
             out +=
                 results.instructions.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(
-                    separator: ", ") + ".\n"
+                    separator: "; ") + ".\n"
         }
         if !results.problems.isEmpty {
             out += "\n## Not measured\n\n" + results.problems.map { "- \($0)\n" }.joined()

@@ -57,9 +57,16 @@ final class TubularDispatcher {
             arguments += ["map", "name", name, "pinned", "\(mount.path)/\(name)"]
         }
         // In a private mount namespace, with a private bpffs over /sys/fs/bpf for libbpf's pins.
+        let names = ["bindings", "sockets", "destinations", "destination_metrics"]
+        let hostPins = { names.filter { FileManager.default.fileExists(atPath: "/sys/fs/bpf/\($0)") } }
+        let before = Set(hostPins())
         let script = "mount -t bpf bpf /sys/fs/bpf && exec \"$0\" \"$@\""
         try runTool(
             Tools.unshare, ["--mount", "--propagation", "private", "sh", "-c", script, Tools.bpftool] + arguments)
+        let leaked = hostPins().filter { !before.contains($0) }
+        guard leaked.isEmpty else {
+            throw ToolFailure(description: "loading tubular pinned \(leaked) under the host's /sys/fs/bpf; remove them")
+        }
         program = try Program.openPinned(at: "\(mount.path)/program")
     }
 
