@@ -1,91 +1,148 @@
 import BPF
-import BPFAssembly
 import Foundation
 import SKLookup
 import SocketSteering
-import Synchronization
 
-/// `sksteer bench`: every measurement side by side in one run, in throwaway namespaces.
+/// `sksteer bench`: sksteer's dispatcher against Cloudflare tubular's real data plane, with the
+/// same bindings and sockets on both sides, in throwaway namespaces.
 public enum Bench {
     /// What to measure and how hard; the defaults are the full run.
     public struct Options: Sendable {
-        /// Filler bindings for the data-plane sizes.
-        public var sizes: [Int] = [1, 1_000, 100_000, 1_000_000]
-        /// Test-run repeat count per round.
-        public var repeatCount: UInt32 = 1_000_000
-        /// Rounds per measurement (the median is reported).
+        /// Bindings of the random workload.
+        public var randomCount = 1_000_000
+        /// Test-run repeat count of a hot measurement.
+        public var repeatCount: UInt32 = 200_000
+        /// Rounds of a hot measurement (the median is reported).
         public var rounds = 5
-        /// Connections (and datagrams) per round.
-        public var connections = 3_000
-        /// Rounds of the connection measurements (the order of the targets rotates each round).
-        public var connectionRounds = 11
-        /// Binding counts for `apply` from a file.
-        public var applySizes: [Int] = [1_000, 100_000, 1_000_000]
-        /// Bindings present when timing one `bind` and `status`.
-        public var statusSize = 100_000
-        /// Measure only the data plane.
-        public var dataPlaneOnly = false
-        /// Where the reference C source is.
-        public var referenceSource: URL
-        /// The default (full) options, with the reference C source at `referenceSource`.
-        public init(referenceSource: URL) { self.referenceSource = referenceSource }
+        /// Different connections per lookup kind (cold test runs, and the real traffic's targets).
+        public var contexts = 2_000
+        /// Connections or datagrams per lookup kind and program in one round of real traffic.
+        public var trafficPerKind = 2_000
+        /// Rounds of real traffic (the programs alternate each round).
+        public var trafficRounds = 3
+        /// Send real traffic (needs `ip` and `nsenter`).
+        public var traffic = true
+        /// Time the control plane.
+        public var controlPlane = true
+        /// tubular's reference directory: `inet-kern.c`, `include/` and `prefixes.json`.
+        public var reference: URL
+        /// The default (full) options.
+        public init(reference: URL) { self.reference = reference }
 
-        /// Tiny sizes: proves the command works; the numbers mean little.
-        public static func smoke(referenceSource: URL) -> Options {
-            var options = Options(referenceSource: referenceSource)
-            options.sizes = [1, 100]
+        /// Small sizes: proves the command works; the numbers mean little.
+        public static func smoke(reference: URL) -> Options {
+            var options = Options(reference: reference)
+            options.randomCount = 1_000
             options.repeatCount = 10_000
             options.rounds = 2
-            options.connections = 200
-            options.connectionRounds = 2
-            options.applySizes = [100, 1_000]
-            options.statusSize = 1_000
+            options.contexts = 100
+            options.trafficPerKind = 100
+            options.trafficRounds = 1
             return options
+        }
+
+        var summary: [String: String] {
+            [
+                "random bindings": "\(randomCount)", "repeat": "\(repeatCount)", "rounds": "\(rounds)",
+                "contexts per kind": "\(contexts)", "traffic per kind and round": "\(trafficPerKind)",
+                "traffic rounds": "\(trafficRounds)", "traffic": "\(traffic)", "control plane": "\(controlPlane)",
+                "reference": reference.path,
+            ]
         }
     }
 
-    /// One data-plane measurement: nanoseconds per lookup for one size and scenario.
-    public struct DataPlaneRow: Codable, Sendable {
-        /// The number of filler bindings (the scenarios add four more).
+    /// One workload: its bindings and sockets.
+    public struct WorkloadRow: Codable, Sendable {
+        /// The workload's name, e.g. `tubular-hosts`.
+        public var name: String
+        /// What its bindings are.
+        public var summary: String
+        /// Bindings given to each dispatcher.
         public var bindings: Int
-        /// What the lookup hits, e.g. `single port`, `port range` or `no binding`.
-        public var scenario: String
-        /// sksteer's median time per lookup, in nanoseconds (`BPF_PROG_TEST_RUN`).
-        public var oursNanoseconds: Double
-        /// The C reference's median time per lookup, in nanoseconds.
-        public var referenceNanoseconds: Double
-        /// The median time of a program that only returns SK_PASS: the test run's own cost, in nanoseconds.
-        public var floorNanoseconds: Double
-        /// Ours ÷ reference (the goal is ≤ 1.00).
+        /// Labels the bindings are spread over.
+        public var labels: Int
+        /// Sockets registered (one per label, family and protocol used).
+        public var sockets: Int
+    }
+
+    /// One data-plane cell: a workload, a kind of lookup and hot or cold.
+    public struct DataPlaneRow: Codable, Sendable {
+        /// The workload's name.
+        public var workload: String
+        /// What the lookups hit: `host`, `prefix`, `all-ports`, `ipv6` or `miss`.
+        public var kind: String
+        /// `hot` (one context, repeated) or `cold` (different contexts, repeat 1 each).
+        public var mode: String
+        /// Test runs behind the numbers: rounds × repeat (hot) or contexts (cold).
+        public var runs: Int
+        /// sksteer's ns per lookup: the median of rounds (hot) or of contexts (cold).
+        public var sksteerNanoseconds: Double
+        /// tubular's ns per lookup, measured the same way.
+        public var tubularNanoseconds: Double
+        /// The 90th percentile over contexts (cold only).
+        public var sksteerP90: Double?
+        /// tubular's 90th percentile over contexts (cold only).
+        public var tubularP90: Double?
+        /// sksteer ÷ tubular.
         public var ratio: Double
-        /// Whether both programs picked the expected socket (or none) in the test run.
-        public var agree: Bool
+        /// Contexts where either program picked another socket than the precedence rules say.
+        public var disagreements: Int
     }
 
-    /// One connection-rate measurement, the median over rounds.
-    public struct RateRow: Codable, Sendable {
-        /// What was measured and through what, e.g. `TCP connect+accept+close/s, plain listener`.
-        public var name: String
-        /// The median rate over rounds, per second.
-        public var perSecond: Double
-        /// The slowest and fastest rounds, to show the noise.
-        public var lowest: Double
-        /// The fastest round's rate, per second.
-        public var highest: Double
-        /// ÷ the plain listener's rate (the goal for TCP is ≥ 0.97).
-        public var ratioToPlain: Double
+    /// A connection both programs (or the rules) answered differently.
+    public struct Disagreement: Codable, Sendable {
+        /// The workload's name.
+        public var workload: String
+        /// The kind of lookup.
+        public var kind: String
+        /// The connection, e.g. `tcp 10.1.2.3:443`.
+        public var connection: String
+        /// The label the precedence rules pick, or `none`.
+        public var expected: String
+        /// What sksteer's program selected (a label, `none`, or an unknown cookie).
+        public var sksteer: String
+        /// What tubular's program selected.
+        public var tubular: String
     }
 
-    /// One control-plane timing.
-    public struct TimingRow: Codable, Sendable {
-        /// What was timed, e.g. `apply 100000 bindings from a file`.
-        public var name: String
-        /// The wall-clock time, in seconds.
-        public var seconds: Double
-        /// The target, such as `< 2 s`, if there is one.
-        public var goal: String?
-        /// Whether the goal was met; `nil` without a goal.
-        public var met: Bool?
+    /// Real traffic through the attached program, from the kernel's BPF statistics.
+    public struct TrafficRow: Codable, Sendable {
+        /// The workload's name.
+        public var workload: String
+        /// The kind of lookup the traffic's destinations are.
+        public var kind: String
+        /// `tcp connections` or `udp datagrams`.
+        public var traffic: String
+        /// Destinations sent to, per program.
+        public var sent: Int
+        /// Program runs counted for sksteer (`run_cnt` delta).
+        public var sksteerRuns: UInt64
+        /// sksteer's `run_time_ns / run_cnt` over its rounds.
+        public var sksteerNanoseconds: Double
+        /// Program runs counted for tubular.
+        public var tubularRuns: UInt64
+        /// tubular's `run_time_ns / run_cnt`.
+        public var tubularNanoseconds: Double
+        /// sksteer ÷ tubular.
+        public var ratio: Double
+    }
+
+    /// One control-plane operation, sksteer against tubular's way of doing it.
+    public struct ControlRow: Codable, Sendable {
+        /// The workload's name.
+        public var workload: String
+        /// What was timed.
+        public var operation: String
+        /// Bindings present before the operation.
+        public var present: Int
+        /// sksteer's wall-clock seconds.
+        public var sksteerSeconds: Double
+        /// What tubular does for it, as timed here.
+        public var tubularMethod: String
+        /// tubular's seconds.
+        public var tubularSeconds: Double
+        /// sksteer ÷ tubular.
+        public var ratio: Double
     }
 
     /// Everything one run measured, as written to JSON and rendered by ``markdown(_:command:)``.
@@ -94,78 +151,133 @@ public enum Bench {
         public var machine: [String: String]
         /// The options the run used, as text.
         public var options: [String: String]
-        /// Nanoseconds per lookup, by size and scenario.
+        /// The workloads.
+        public var workloads: [WorkloadRow]
+        /// Test-run cells.
         public var dataPlane: [DataPlaneRow]
-        /// TCP connection and UDP datagram rates, plain and through sksteer.
-        public var connections: [RateRow]
-        /// Timings of `apply`, `bind`, `status` and the load path.
-        public var controlPlane: [TimingRow]
-        /// Instruction counts after verification, of sksteer's program and the reference.
+        /// The first disagreements seen (at most 50).
+        public var disagreements: [Disagreement]
+        /// Real-traffic cells.
+        public var traffic: [TrafficRow]
+        /// Programs attached to a namespace while traffic was measured (the most seen at once).
+        public var mostAttachedAtOnce: Int
+        /// Control-plane timings.
+        public var controlPlane: [ControlRow]
+        /// Instructions after verification, by program.
         public var instructions: [String: Int]
+        /// Whatever could not be measured, and why.
+        public var problems: [String]
     }
 
-    static let scenarios: [(name: String, transport: Socket.Transport, target: Endpoint)] = [
-        ("single port", .tcp, Endpoint(.v4(127, 0, 0, 1), 80)),
-        ("port range", .tcp, Endpoint(.v4(127, 0, 0, 2), 5050)),
-        ("all ports", .tcp, Endpoint(.v4(127, 0, 0, 3), 443)),
-        ("no binding", .tcp, Endpoint(.v4(127, 1, 2, 3), 80)),
-        ("no socket", .tcp, Endpoint(.v4(127, 0, 0, 4), 80)),
-    ]
-
-    static func filler(_ count: Int) -> [Binding] {
-        (0..<count).map { i in
-            let address = IPAddress.v4(10, UInt8((i >> 16) & 255), UInt8((i >> 8) & 255), UInt8(i & 255))
-            return Binding(label: "filler", transport: .tcp, prefix: IPPrefix(address, length: 32)!, ports: .single(80))
-        }
+    /// A destination: one label's socket of one family and protocol.
+    struct Destination: Hashable {
+        var label: Int
+        var transport: Socket.Transport
+        var ipv6: Bool
     }
 
-    static let caseBindings: [Binding] = [
-        try! Binding(label: "single", protocol: "tcp", prefix: "127.0.0.1", ports: "80"),
-        try! Binding(label: "range", protocol: "tcp", prefix: "127.0.0.2", ports: "5000-5099"),
-        try! Binding(label: "all", protocol: "tcp", prefix: "127.0.0.3", ports: "*"),
-        try! Binding(label: "nosock", protocol: "tcp", prefix: "127.0.0.4", ports: "80"),
-    ]
-
-    /// One size's setup: our dispatcher and the reference, filled alike.
+    /// One workload loaded into both dispatchers, in a namespace of its own.
     final class Setup {
+        let workload: Workload
         let namespace: NetworkNamespace
         let bpffs: BPFFileSystem.TemporaryMount
-        let reference: ReferenceDispatcher
-        let ours: Program
-        let sockets: [Socket]
         let dispatcher: Dispatcher
+        let ours: Program
+        let tubular: TubularDispatcher
+        let destinations: [Destination]
+        let sockets: [Destination: Socket]
+        let labelsByCookie: [UInt64: String]
+        let cookies: [Destination: UInt64]
+        let bindings: [Binding]
+        var applySeconds = 0.0
+        var insertSeconds = 0.0
 
-        init(filler count: Int, object: URL, say: (String) -> Void) throws {
-            let namespace = try NetworkNamespace.makeThrowaway()
-            self.namespace = namespace
+        init(_ workload: Workload, object: URL, say: (String) -> Void) throws {
+            self.workload = workload
+            namespace = try NetworkNamespace.makeThrowaway()
             bpffs = try BPFFileSystem.TemporaryMount()
-            _ = try Dispatcher.load(namespace: namespace, bpffs: bpffs.path, maxBindings: max(1024, count + 64))
-            dispatcher = try Dispatcher.open(namespace: namespace, bpffs: bpffs.path)
-            sockets = try (0..<3).map { i in
-                try namespace.run { try Socket.bound(.tcp, .loopback4, port: UInt16(7001 + i)) }
+            dispatcher = try Dispatcher.load(
+                namespace: namespace, bpffs: bpffs.path, maxBindings: Bench.capacity(for: workload.ruleCount))
+            tubular = try TubularDispatcher(object: object)
+            var used = Set<Destination>()
+            for (rule, label) in workload.rules {
+                used.insert(Destination(label: label, transport: rule.transport, ipv6: rule.isIPv6))
             }
-            for (socket, label) in zip(sockets, ["single", "range", "all"]) {
-                try dispatcher.register(socket, label: label)
+            destinations = used.sorted {
+                ($0.label, $0.transport.rawValue, $0.ipv6 ? 1 : 0) < ($1.label, $1.transport.rawValue, $1.ipv6 ? 1 : 0)
             }
-            say("    applying \(count + 4) bindings to sksteer")
-            try dispatcher.apply(Bench.filler(count) + Bench.caseBindings)
+            guard destinations.count <= TubularDispatcher.maxSockets else {
+                throw ToolFailure(description: "\(workload.name): more destinations than tubular's 1024")
+            }
+            var sockets: [Destination: Socket] = [:]
+            var cookies: [Destination: UInt64] = [:]
+            var labelsByCookie: [UInt64: String] = [:]
+            for (index, destination) in destinations.enumerated() {
+                let socket = try namespace.run {
+                    try Socket.bound(
+                        destination.transport, destination.ipv6 ? .loopback6 : .loopback4, port: 0, v6Only: true,
+                        backlog: 4096)
+                }
+                try dispatcher.register(socket, label: workload.labels[destination.label])
+                try tubular.sockets.set(UInt32(index), socket)
+                sockets[destination] = socket
+                cookies[destination] = try socket.cookie()
+                labelsByCookie[try socket.cookie()] = workload.labels[destination.label]
+            }
+            self.sockets = sockets
+            self.cookies = cookies
+            self.labelsByCookie = labelsByCookie
+            let bindings = workload.rules.map { $0.rule.binding(label: workload.labels[$0.label]) }
+            self.bindings = bindings
+            say("    sksteer: apply \(bindings.count) bindings")
+            let dispatcher = self.dispatcher
+            applySeconds = try seconds { try dispatcher.apply(bindings) }
+            say("    tubular: \(workload.ruleCount) map updates")
+            var ids: [Destination: UInt32] = [:]
+            for (index, destination) in destinations.enumerated() { ids[destination] = UInt32(index) }
+            let rules = workload.rules
+            let tubular = self.tubular
+            insertSeconds = try seconds {
+                for (rule, label) in rules {
+                    let id = ids[Destination(label: label, transport: rule.transport, ipv6: rule.isIPv6)]!
+                    try tubular.bindings.update(
+                        TubularDispatcher.key(rule), TubularDispatcher.value(rule, destination: id))
+                }
+            }
             ours = try dispatcher.measurementProgram()
-            say("    filling the reference's trie")
-            reference = try ReferenceDispatcher(object: object)
-            for (index, socket) in sockets.enumerated() { try reference.sockets.set(UInt32(index), socket) }
-            try reference.add([(.tcp, .v4(127, 0, 0, 1), 80)], destination: 0)
-            try reference.add((5000..<5100).map { (.tcp, .v4(127, 0, 0, 2), UInt16($0)) }, destination: 1)
-            try reference.add([(.tcp, .v4(127, 0, 0, 3), 0)], destination: 2)
-            try reference.add([(.tcp, .v4(127, 0, 0, 4), 80)], destination: 3)
-            try reference.add(Bench.filler(count).map { ($0.transport, $0.prefix.address, 80) }, destination: 4)
+        }
+
+        /// The cookie the precedence rules pick for a probe, or nil (no binding).
+        func expectedCookie(_ probe: Probe) -> UInt64? {
+            guard let label = workload.model.winner(probe.transport, probe.address, probe.port) else { return nil }
+            return cookies[Destination(label: label, transport: probe.transport, ipv6: !probe.address.isIPv4)]
+        }
+
+        func name(_ cookie: UInt64?) -> String {
+            guard let cookie else { return "none" }
+            return labelsByCookie[cookie] ?? hexCookie(cookie)
+        }
+
+        /// Detaches sksteer; its pins, tubular's and both mounts go when this value does. (Not
+        /// `Dispatcher.unload`: it would wait for the lock this setup's dispatcher holds.)
+        func tearDown() {
+            try? Link.openPinned(at: dispatcher.directory + "/link").detach()
         }
     }
 
-    static func median(_ values: [Double]) -> Double {
+    /// The binding limit sksteer is loaded with: room beyond the count, as its rule tables
+    /// may hold more entries than there are bindings (nested prefixes).
+    static func capacity(for count: Int) -> Int { min(1 << 24, max(1 << 20, count * 2)) }
+
+    static func median(_ values: [Double]) -> Double { percentile(values, 0.5) }
+
+    static func percentile(_ values: [Double], _ fraction: Double) -> Double {
         let sorted = values.sorted()
         guard !sorted.isEmpty else { return 0 }
-        return sorted.count % 2 == 1
-            ? sorted[sorted.count / 2] : (sorted[sorted.count / 2 - 1] + sorted[sorted.count / 2]) / 2
+        if fraction == 0.5 && sorted.count % 2 == 0 {
+            return (sorted[sorted.count / 2 - 1] + sorted[sorted.count / 2]) / 2
+        }
+        return sorted[min(sorted.count - 1, Int((Double(sorted.count - 1) * fraction).rounded()))]
     }
 
     static func seconds(_ body: () throws -> Void) rethrows -> Double {
@@ -174,270 +286,208 @@ public enum Bench {
         return Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
     }
 
+    static func ratio(_ a: Double, _ b: Double) -> Double { b > 0 ? a / b : .infinity }
+
     /// Runs everything; `say` gets progress lines.
     public static func run(_ options: Options, say: (String) -> Void) throws -> Results {
         let work = URL(fileURLWithPath: NSTemporaryDirectory()).appendingPathComponent("sksteer-bench-\(getpid())")
         try FileManager.default.createDirectory(at: work, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: work) }
-        say("compiling the C reference with \(Tools.clang)")
-        let object = try ReferenceDispatcher.compile(source: options.referenceSource, into: work)
+        say("compiling tubular's inet-kern.c with \(Tools.clang)")
+        let object = try TubularDispatcher.compile(reference: options.reference, into: work)
+        let prefixes = try Workloads.tubularPrefixes(reference: options.reference)
 
-        var dataPlane: [DataPlaneRow] = []
-        var kept: [Int: Setup] = [:]
-        var instructions: [String: Int] = [:]
-        for size in options.sizes {
-            say("[data plane] \(size) filler bindings")
-            let setup = try Setup(filler: size, object: object, say: say)
-            instructions["sksteer (xlated)"] = try setup.ours.info().instructionCount
-            instructions["reference (xlated)"] = try setup.reference.dispatcher.info().instructionCount
-            let cookies = try setup.sockets.map { try $0.cookie() }
-            for (index, scenario) in scenarios.enumerated() {
-                let connection = Connection(scenario.transport, to: scenario.target)
-                var times: [String: [Double]] = [:]
-                var agree = true
-                let expected: UInt64? = index < 3 ? cookies[index] : nil
-                for _ in 0..<options.rounds {
-                    for (name, program) in [
-                        ("ours", setup.ours), ("reference", setup.reference.dispatcher),
-                        ("floor", setup.reference.passOnly),
-                    ] {
-                        let result = try program.testRun(connection, repeat: options.repeatCount)
-                        times[name, default: []].append(Double(result.nanosecondsPerRun))
-                        if name != "floor" && result.selectedCookie != expected { agree = false }
+        let makers: [() -> Workload] = [
+            { Workloads.oneBinding(allPorts: false, probes: options.contexts) },
+            { Workloads.oneBinding(allPorts: true, probes: options.contexts) },
+            { Workloads.prefixes(prefixes, probes: options.contexts) },
+            { Workloads.hosts(prefixes, probes: options.contexts) },
+            { Workloads.random(count: options.randomCount, probes: options.contexts) },
+        ]
+        var results = Results(
+            machine: machine(), options: options.summary, workloads: [], dataPlane: [], disagreements: [],
+            traffic: [], mostAttachedAtOnce: 0, controlPlane: [], instructions: [:], problems: [])
+        for (index, make) in makers.enumerated() {
+            let workload = make()
+            say("[\(workload.name)] \(workload.ruleCount) bindings: \(workload.summary)")
+            let setup: Setup
+            do {
+                setup = try Setup(workload, object: object, say: say)
+            } catch {
+                results.problems.append("\(workload.name): setting up failed, nothing measured: \(error)")
+                say("    setting up failed: \(error)")
+                continue
+            }
+            defer { setup.tearDown() }
+            results.workloads.append(
+                WorkloadRow(
+                    name: workload.name, summary: workload.summary, bindings: workload.ruleCount,
+                    labels: Set(workload.rules.map(\.label)).count, sockets: setup.destinations.count))
+            results.controlPlane.append(
+                ControlRow(
+                    workload: workload.name,
+                    operation: "apply \(workload.ruleCount) binding\(workload.ruleCount == 1 ? "" : "s")", present: 0,
+                    sksteerSeconds: setup.applySeconds,
+                    tubularMethod: "\(workload.ruleCount) × BPF_MAP_UPDATE_ELEM",
+                    tubularSeconds: setup.insertSeconds, ratio: ratio(setup.applySeconds, setup.insertSeconds)))
+            say("    apply: sksteer \(fmt(setup.applySeconds, 3)) s, tubular \(fmt(setup.insertSeconds, 3)) s")
+            if results.instructions.isEmpty {
+                results.instructions["sksteer measurement copy"] = try setup.ours.info().instructionCount
+                results.instructions["sksteer attached"] =
+                    try Program.openPinned(at: setup.dispatcher.directory + "/program").info().instructionCount
+                results.instructions["tubular"] = try setup.tubular.program.info().instructionCount
+            }
+            try measureDataPlane(setup, options, into: &results, say: say)
+            if options.traffic {
+                do {
+                    try measureTraffic(setup, options, into: &results, say: say)
+                } catch {
+                    results.problems.append("\(workload.name): real traffic failed: \(error)")
+                    say("    real traffic failed: \(error)")
+                }
+            }
+            if options.controlPlane && index == makers.count - 1 {
+                do {
+                    try measureChanges(setup, into: &results, say: say)
+                } catch {
+                    results.problems.append("\(workload.name): control-plane changes failed: \(error)")
+                    say("    control-plane changes failed: \(error)")
+                }
+            }
+        }
+        return results
+    }
+
+    // MARK: Data plane
+
+    static func measureDataPlane(_ setup: Setup, _ options: Options, into results: inout Results, say: (String) -> Void)
+        throws
+    {
+        let name = setup.workload.name
+        for (kind, probes) in setup.workload.probes {
+            var disagreements = 0
+            func check(_ probe: Probe, _ ours: UInt64?, _ theirs: UInt64?) {
+                let expected = setup.expectedCookie(probe)
+                guard ours != expected || theirs != expected else { return }
+                disagreements += 1
+                if results.disagreements.count < 50 {
+                    results.disagreements.append(
+                        Disagreement(
+                            workload: name, kind: kind, connection: probe.description, expected: setup.name(expected),
+                            sksteer: setup.name(ours), tubular: setup.name(theirs)))
+                }
+            }
+            // Hot: one connection, repeated.
+            let hot = Connection(probes[0].transport, to: probes[0].endpoint)
+            var ourTimes: [Double] = []
+            var theirTimes: [Double] = []
+            for round in 0..<options.rounds {
+                let pair: [Program] =
+                    round % 2 == 0 ? [setup.ours, setup.tubular.program] : [setup.tubular.program, setup.ours]
+                var selected: [ObjectIdentifier: UInt64?] = [:]
+                for program in pair {
+                    let result = try program.testRun(hot, repeat: options.repeatCount)
+                    selected[ObjectIdentifier(program)] = .some(result.selectedCookie)
+                    if program === setup.ours {
+                        ourTimes.append(Double(result.nanosecondsPerRun))
+                    } else {
+                        theirTimes.append(Double(result.nanosecondsPerRun))
                     }
                 }
-                let row = DataPlaneRow(
-                    bindings: size, scenario: scenario.name, oursNanoseconds: median(times["ours"]!),
-                    referenceNanoseconds: median(times["reference"]!), floorNanoseconds: median(times["floor"]!),
-                    ratio: median(times["ours"]!) / max(1, median(times["reference"]!)), agree: agree)
-                dataPlane.append(row)
+                if round == 0 {
+                    check(
+                        probes[0], selected[ObjectIdentifier(setup.ours)]!,
+                        selected[ObjectIdentifier(setup.tubular.program)]!)
+                }
+            }
+            let hotRow = DataPlaneRow(
+                workload: name, kind: kind, mode: "hot", runs: options.rounds * Int(options.repeatCount),
+                sksteerNanoseconds: median(ourTimes), tubularNanoseconds: median(theirTimes), sksteerP90: nil,
+                tubularP90: nil, ratio: ratio(median(ourTimes), median(theirTimes)), disagreements: disagreements)
+            // Cold: every connection once.
+            disagreements = 0
+            ourTimes = []
+            theirTimes = []
+            for (index, probe) in probes.enumerated() {
+                let connection = Connection(probe.transport, to: probe.endpoint)
+                let first = index % 2 == 0
+                let a = try (first ? setup.ours : setup.tubular.program).testRun(connection, repeat: 1)
+                let b = try (first ? setup.tubular.program : setup.ours).testRun(connection, repeat: 1)
+                let (ours, theirs) = first ? (a, b) : (b, a)
+                ourTimes.append(Double(ours.nanosecondsPerRun))
+                theirTimes.append(Double(theirs.nanosecondsPerRun))
+                check(probe, ours.selectedCookie, theirs.selectedCookie)
+            }
+            let coldRow = DataPlaneRow(
+                workload: name, kind: kind, mode: "cold", runs: probes.count, sksteerNanoseconds: median(ourTimes),
+                tubularNanoseconds: median(theirTimes), sksteerP90: percentile(ourTimes, 0.9),
+                tubularP90: percentile(theirTimes, 0.9), ratio: ratio(median(ourTimes), median(theirTimes)),
+                disagreements: disagreements)
+            results.dataPlane += [hotRow, coldRow]
+            for row in [hotRow, coldRow] {
                 say(
-                    "    \(scenario.name): sksteer \(fmt(row.oursNanoseconds)) ns, reference \(fmt(row.referenceNanoseconds)) ns,"
-                        + " floor \(fmt(row.floorNanoseconds)) ns, ratio \(fmt(row.ratio, 2))\(agree ? "" : " (DISAGREE)")"
-                )
+                    "    \(kind) \(row.mode): sksteer \(fmt(row.sksteerNanoseconds)) ns, tubular \(fmt(row.tubularNanoseconds)) ns,"
+                        + " ratio \(fmt(row.ratio, 2))"
+                        + (row.disagreements > 0 ? " — \(row.disagreements) DISAGREEMENTS" : ""))
             }
-            if size == options.sizes.first || size == options.sizes.last { kept[size] = setup }
-        }
-
-        if options.dataPlaneOnly {
-            return Results(
-                machine: machine(), options: ["sizes": options.sizes.map(String.init).joined(separator: ",")],
-                dataPlane: dataPlane, connections: [], controlPlane: [], instructions: instructions)
-        }
-        say("[connections] plain listener vs through the dispatcher")
-        let connections = try connectionRates(
-            options, small: kept[options.sizes.first!]!, large: kept[options.sizes.last!]!, say: say)
-        kept.removeAll()
-
-        say("[control plane]")
-        var control: [TimingRow] = []
-        for size in options.applySizes {
-            let namespace = try NetworkNamespace.makeThrowaway()
-            let bpffs = try BPFFileSystem.TemporaryMount()
-            _ = try Dispatcher.load(namespace: namespace, bpffs: bpffs.path, maxBindings: max(1024, size + 64))
-            let file = work.appendingPathComponent("bindings-\(size).txt")
-            try filler(size).map { "\($0.label) tcp \($0.prefix) \($0.ports)" }.joined(separator: "\n").write(
-                to: file, atomically: true, encoding: .utf8)
-            let elapsed = try seconds {
-                let text = try String(contentsOf: file, encoding: .utf8)
-                try Dispatcher.open(namespace: namespace, bpffs: bpffs.path).apply(BindingFile.parse(text))
-            }
-            let goal = size == 100_000 ? "< 2 s" : nil
-            control.append(
-                TimingRow(
-                    name: "apply \(size) bindings from a file", seconds: elapsed, goal: goal,
-                    met: goal == nil ? nil : elapsed < 2))
-            say("    apply \(size): \(fmt(elapsed, 3)) s")
-            if size == options.statusSize {
-                control.append(
-                    contentsOf: try bindAndStatus(namespace: namespace, bpffs: bpffs.path, size: size, say: say))
-            }
-            try Dispatcher.unload(namespace: namespace, bpffs: bpffs.path)
-        }
-        if !options.applySizes.contains(options.statusSize) {
-            let namespace = try NetworkNamespace.makeThrowaway()
-            let bpffs = try BPFFileSystem.TemporaryMount()
-            _ = try Dispatcher.load(namespace: namespace, bpffs: bpffs.path, maxBindings: options.statusSize + 64)
-            try Dispatcher.open(namespace: namespace, bpffs: bpffs.path).apply(filler(options.statusSize))
-            control.append(
-                contentsOf: try bindAndStatus(
-                    namespace: namespace, bpffs: bpffs.path, size: options.statusSize, say: say))
-            try Dispatcher.unload(namespace: namespace, bpffs: bpffs.path)
-        }
-
-        say("[load path] DSL → assembled → loaded → attached")
-        control.append(try loadPath(options, say: say))
-
-        return Results(
-            machine: machine(),
-            options: [
-                "sizes": options.sizes.map(String.init).joined(separator: ","), "repeat": "\(options.repeatCount)",
-                "rounds": "\(options.rounds)", "connections per round": "\(options.connections)",
-                "connection rounds": "\(options.connectionRounds)",
-            ], dataPlane: dataPlane, connections: connections, controlPlane: control, instructions: instructions)
-    }
-
-    static func bindAndStatus(namespace: NetworkNamespace, bpffs: String, size: Int, say: (String) -> Void) throws
-        -> [TimingRow]
-    {
-        let one = try Binding(label: "one", protocol: "tcp", prefix: "192.0.2.1", ports: "8080-8089")
-        let bind = try seconds { try Dispatcher.open(namespace: namespace, bpffs: bpffs).bind(one) }
-        let status = try seconds {
-            _ = try Dispatcher.open(namespace: namespace, bpffs: bpffs, readOnly: true).status(findOwners: false)
-        }
-        say("    one bind with \(size) bindings: \(fmt(bind, 3)) s; status: \(fmt(status, 3)) s")
-        return [
-            TimingRow(name: "one bind, \(size) bindings present", seconds: bind),
-            TimingRow(name: "status with \(size) bindings", seconds: status),
-        ]
-    }
-
-    static func loadPath(_ options: Options, say: (String) -> Void) throws -> TimingRow {
-        let namespace = try NetworkNamespace.makeThrowaway()
-        let bpffs = try BPFFileSystem.TemporaryMount()
-        _ = try Dispatcher.load(namespace: namespace, bpffs: bpffs.path, maxBindings: 1024)
-        let dispatcher = try Dispatcher.open(namespace: namespace, bpffs: bpffs.path)
-        var times: [Double] = []
-        for _ in 0..<max(5, options.rounds * 2) {
-            times.append(
-                try seconds {
-                    let assembly = try dispatcher.dataPlaneAssembly()
-                    let program = try Program.load(assembly, type: .skLookup, name: "sksteer")
-                    let link = try Link.attach(program, to: namespace)
-                    try link.detach()
-                })
-        }
-        say("    median \(fmt(median(times) * 1000, 2)) ms")
-        return TimingRow(name: "load path: assemble, load, attach the data plane (median)", seconds: median(times))
-    }
-
-    // MARK: Connections
-
-    /// Accepts and closes connections, or counts datagrams, on a thread of its own.
-    final class Sink: Sendable {
-        final class State: Sendable {
-            let count = Atomic<Int>(0)
-            let stop = Atomic<Bool>(false)
-            /// When the last datagram or connection arrived (uptime ns).
-            let last = Atomic<UInt64>(0)
-        }
-        let socket: Socket
-        let state = State()
-        let thread: JoinableThread
-        var count: Int { state.count.load(ordering: .relaxed) }
-
-        init(_ socket: Socket) throws {
-            self.socket = socket
-            try socket.setTimeout(milliseconds: 50)
-            let state = self.state
-            thread = try JoinableThread {
-                while !state.stop.load(ordering: .relaxed) {
-                    let arrived =
-                        socket.transport == .tcp
-                        ? (try? socket.accept()) != nil : (try? socket.receive(maximum: 64)) != nil
-                    if arrived {
-                        state.count.add(1, ordering: .relaxed)
-                        state.last.store(DispatchTime.now().uptimeNanoseconds, ordering: .relaxed)
-                    }
-                }
-            }
-        }
-
-        func finish() {
-            state.stop.store(true, ordering: .relaxed)
-            thread.join()
         }
     }
 
-    static func connectionRates(_ options: Options, small: Setup, large: Setup, say: (String) -> Void) throws
-        -> [RateRow]
-    {
-        let plain = try NetworkNamespace.makeThrowaway()
-        struct Target {
-            var name: String
-            var namespace: NetworkNamespace
-            var tcp: Endpoint
-            var udp: Endpoint
-            var sinks: [Sink]
+    // MARK: Control plane
+
+    static func measureChanges(_ setup: Setup, into results: inout Results, say: (String) -> Void) throws {
+        let name = setup.workload.name
+        let present = setup.workload.ruleCount
+        let dispatcher = setup.dispatcher
+        let label = setup.workload.labels[0]
+        let destination = UInt32(setup.destinations.firstIndex { $0.label == 0 } ?? 0)
+        // Port 8080 is used by no workload, so these are new bindings.
+        let one = Rule(.tcp, .v4(192, 0, 2, 0), length: 24, port: 8080)
+        let bind = try seconds { _ = try dispatcher.bind(one.binding(label: label)) }
+        let tubular = setup.tubular
+        // tubular's trie holds at most MAX_BINDINGS: make room for the 11 new ones (untimed).
+        let removed = max(0, present + 11 - TubularDispatcher.maxBindings)
+        for (rule, _) in setup.workload.rules.suffix(removed) {
+            _ = try tubular.bindings.delete(TubularDispatcher.key(rule))
         }
-        func target(_ name: String, _ namespace: NetworkNamespace, dispatcher: Dispatcher?) throws -> Target {
-            let tcp = try namespace.run { try Socket.bound(.tcp, .loopback4, port: 7100, backlog: 4096) }
-            let udp = try namespace.run { try Socket.bound(.udp, .loopback4, port: 7101) }
-            if let dispatcher {
-                try dispatcher.register(tcp, label: "bench")
-                try dispatcher.register(udp, label: "bench")
-                try dispatcher.bind(try Binding(label: "bench", protocol: "tcp", prefix: "127.0.0.1", ports: "8080"))
-                try dispatcher.bind(try Binding(label: "bench", protocol: "udp", prefix: "127.0.0.1", ports: "8081"))
+        let note =
+            removed > 0 ? " (\(removed) removed first: its trie holds at most \(TubularDispatcher.maxBindings))" : ""
+        let bindTubular = try seconds {
+            try tubular.bindings.update(
+                TubularDispatcher.key(one), TubularDispatcher.value(one, destination: destination))
+        }
+        results.controlPlane.append(
+            ControlRow(
+                workload: name, operation: "bind one", present: present, sksteerSeconds: bind,
+                tubularMethod: "1 × BPF_MAP_UPDATE_ELEM" + note, tubularSeconds: bindTubular,
+                ratio: ratio(bind, bindTubular)))
+        let ten = (0..<10).map { Rule(.tcp, .v4(198, 51, 100, UInt8($0)), length: 32, port: 8080) }
+        let desired = setup.bindings + [one.binding(label: label)] + ten.map { $0.binding(label: label) }
+        let change = try seconds { _ = try dispatcher.apply(desired) }
+        let changeTubular = try seconds {
+            for rule in ten {
+                try tubular.bindings.update(
+                    TubularDispatcher.key(rule), TubularDispatcher.value(rule, destination: destination))
             }
-            return Target(
-                name: name, namespace: namespace, tcp: Endpoint(.loopback4, dispatcher == nil ? 7100 : 8080),
-                udp: Endpoint(.loopback4, dispatcher == nil ? 7101 : 8081), sinks: [try Sink(tcp), try Sink(udp)])
         }
-        let targets = [
-            try target("plain listener", plain, dispatcher: nil),
-            try target(
-                "through sksteer, \(small.dispatcher.bindingCount()) bindings", small.namespace,
-                dispatcher: small.dispatcher),
-            try target(
-                "through sksteer, \(large.dispatcher.bindingCount()) bindings", large.namespace,
-                dispatcher: large.dispatcher),
-        ]
-        defer { for target in targets { for sink in target.sinks { sink.finish() } } }
-        var tcpRates: [String: [Double]] = [:]
-        var udpRates: [String: [Double]] = [:]
-        for round in 0..<options.connectionRounds {
-            // Rotate the order, so no target always runs first or last.
-            let order = (0..<targets.count).map { targets[($0 + round) % targets.count] }
-            for target in order {
-                let n = options.connections
-                let elapsed = try seconds {
-                    try target.namespace.run {
-                        for _ in 0..<n {
-                            let client = try Socket.connected(.tcp, to: target.tcp.address, port: target.tcp.port)
-                            try client.resetOnClose()
-                        }
-                    }
-                }
-                tcpRates[target.name, default: []].append(Double(n) / elapsed)
-                let sink = target.sinks[1]
-                let before = sink.count
-                let start = DispatchTime.now().uptimeNanoseconds
-                try target.namespace.run {
-                    let client = try Socket.bound(.udp, .loopback4, port: 0)
-                    let payload = [UInt8](repeating: 7, count: 16)
-                    for _ in 0..<n { _ = try? client.send(payload, to: target.udp) }
-                }
-                var received = 0
-                for _ in 0..<200 {
-                    received = sink.count - before
-                    if received >= n { break }
-                    usleep(1_000)
-                }
-                // Until the last datagram arrived (waiting for lost ones is not counted).
-                let udpElapsed = Double(max(sink.state.last.load(ordering: .relaxed), start + 1) - start) / 1e9
-                udpRates[target.name, default: []].append(Double(received) / udpElapsed)
-            }
-            say("    round \(round + 1)/\(options.connectionRounds) done")
-        }
-        let plainTCP = median(tcpRates["plain listener"]!)
-        let plainUDP = median(udpRates["plain listener"]!)
-        var rows: [RateRow] = []
-        for target in targets {
-            let rounds = tcpRates[target.name]!
-            rows.append(
-                RateRow(
-                    name: "TCP connect+accept+close/s, \(target.name)", perSecond: median(rounds),
-                    lowest: rounds.min()!, highest: rounds.max()!, ratioToPlain: median(rounds) / plainTCP))
-        }
-        for target in targets {
-            let rounds = udpRates[target.name]!
-            rows.append(
-                RateRow(
-                    name: "UDP datagrams/s, \(target.name)", perSecond: median(rounds), lowest: rounds.min()!,
-                    highest: rounds.max()!, ratioToPlain: median(rounds) / plainUDP))
-        }
-        for row in rows { say("    \(row.name): \(fmt(row.perSecond)) (\(fmt(row.ratioToPlain, 3)) of plain)") }
-        return rows
+        results.controlPlane.append(
+            ControlRow(
+                workload: name, operation: "apply a 10-binding change", present: present + 1, sksteerSeconds: change,
+                tubularMethod: "10 × BPF_MAP_UPDATE_ELEM" + note, tubularSeconds: changeTubular,
+                ratio: ratio(change, changeTubular)))
+        // The dispatcher held here has the exclusive lock; a second, read-only open would wait for it.
+        let status = try seconds { _ = try dispatcher.status(findOwners: false) }
+        var read = 0
+        let statusTubular = try seconds { read = try tubular.readBindings() }
+        results.controlPlane.append(
+            ControlRow(
+                workload: name, operation: "status", present: present + 11, sksteerSeconds: status,
+                tubularMethod: "walk its trie: \(read) keys, each looked up", tubularSeconds: statusTubular,
+                ratio: ratio(status, statusTubular)))
+        say(
+            "    bind one: \(fmt(bind * 1000, 2)) ms vs \(fmt(bindTubular * 1000, 3)) ms; 10-binding change:"
+                + " \(fmt(change, 3)) s vs \(fmt(changeTubular * 1000, 3)) ms; status: \(fmt(status, 3)) s vs \(fmt(statusTubular, 3)) s"
+        )
     }
 
     // MARK: Output
@@ -453,75 +503,13 @@ public enum Bench {
         }
         info["memory"] = "\(ProcessInfo.processInfo.physicalMemory / (1 << 30)) GiB"
         info["clang"] = (try? runTool(Tools.clang, ["--version"]))?.split(separator: "\n").first.map(String.init) ?? "?"
+        info["bpftool"] =
+            (try? runTool(Tools.bpftool, ["version"]))?.split(separator: "\n").first.map(String.init) ?? "?"
         info["date"] = ISO8601DateFormatter().string(from: Date())
         return info
-    }
-
-    /// The results as a Markdown report with tables, naming `command` as what made it.
-    public static func markdown(_ results: Results, command: String) -> String {
-        var out = "# Benchmarks\n\nMade by `\(command)` on one machine, all measurements side by side in one run"
-        out += " (this machine is shared and noisy: compare the ratios, not the absolute numbers).\n\n"
-        out += "| machine | |\n|---|---|\n"
-        for (key, value) in results.machine.sorted(by: { $0.key < $1.key }) { out += "| \(key) | \(value) |\n" }
-        out += "\n## Data plane: ns per lookup (kernel test run, median)\n\n"
-        out += "Both programs run through `BPF_PROG_TEST_RUN` with the same bindings: N filler host bindings"
-        out +=
-            " (`tcp 10.x.y.z/32 80`) plus the four the scenarios hit. The reference is `Benchmarks/reference/tubular_like.c`"
-        out += " (tubular's algorithm in C, clang -O2); it has no ranges, so the range binding is given to it as 100"
-        out += " single-port entries. The floor is a program that only returns SK_PASS. Goal: ratio ≤ 1.00.\n\n"
-        out +=
-            "| bindings | scenario | sksteer ns | reference ns | floor ns | ratio | goal met | same choice |\n|---:|---|---:|---:|---:|---:|---|---|\n"
-        for row in results.dataPlane {
-            out +=
-                "| \(row.bindings) | \(row.scenario) | \(fmt(row.oursNanoseconds)) | \(fmt(row.referenceNanoseconds)) | \(fmt(row.floorNanoseconds)) | \(fmt(row.ratio, 2)) | \(row.ratio <= 1.0 ? "yes" : "**no**") | \(row.agree ? "yes" : "**no**") |\n"
-        }
-        let missed = results.dataPlane.filter { $0.ratio > 1.0 }
-        if !missed.isEmpty {
-            out += "\nWhere the ratio is above 1.00: "
-            out += missed.map { "\($0.scenario) at \($0.bindings) (\(fmt($0.ratio, 2)))" }.joined(separator: ", ") + "."
-            out +=
-                " A \"no binding\" lookup to a port that host bindings use (port 80 here, as the filler's) probes the"
-            out += " host hash before the trie, one probe the reference does not make; other ports skip it through the"
-            out += " host-port bitmap. A per-address filter (a bloom filter map) in front of the hash would close it."
-            out += " Ratios within a few percent of 1.00 also move from run to run on this shared machine.\n"
-        }
-        out += "\nInstructions after verification: "
-        out +=
-            results.instructions.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
-            + ".\n"
-        out += "\n## Connections over loopback (median of rounds, target order rotating each round)\n\n"
-        out += "| measurement | per second | slowest round | fastest round | ÷ plain | goal |\n"
-        out += "|---|---:|---:|---:|---:|---|\n"
-        for row in results.connections {
-            let goal =
-                row.name.hasPrefix("TCP") && !row.name.contains("plain")
-                ? (row.ratioToPlain >= 0.97 ? "≥ 0.97: yes" : "≥ 0.97: **no**") : ""
-            out += "| \(row.name) | \(fmt(row.perSecond)) | \(fmt(row.lowest)) | \(fmt(row.highest))"
-            out += " | \(fmt(row.ratioToPlain, 3)) | \(goal) |\n"
-        }
-        if let plain = results.connections.first(where: { $0.name.hasPrefix("TCP") }),
-            let hit = results.dataPlane.last(where: { $0.scenario == "single port" })
-        {
-            let perConnection = 1e9 / plain.perSecond
-            out += "\nWhat the program itself adds to a connection is one lookup, about \(fmt(hit.oursNanoseconds)) ns"
-            out += " (data plane table), against \(fmt(perConnection / 1000, 1)) µs per plain connection here:"
-            out += " \(fmt(100 * hit.oursNanoseconds / perConnection, 2)) %. The spread between the slowest and fastest"
-            out += " rounds of one configuration is far wider than that, so on this 2-core machine the connection"
-            out += " ratios show noise more than the dispatcher.\n"
-        }
-        out += "\n## Control plane\n\n| operation | seconds | goal |\n|---|---:|---|\n"
-        for row in results.controlPlane {
-            let goal = row.goal.map { "\($0): \(row.met == true ? "yes" : "**no**")" } ?? ""
-            out += "| \(row.name) | \(fmt(row.seconds, 4)) | \(goal) |\n"
-        }
-        return out
     }
 }
 
 func fmt(_ value: Double, _ decimals: Int = 0) -> String {
-    String(format: "%.\(decimals)f", value)
-}
-
-extension Dispatcher {
-    func bindingCount() -> Int { (try? bindings().count) ?? 0 }
+    value.isFinite ? String(format: "%.\(decimals)f", value) : "∞"
 }

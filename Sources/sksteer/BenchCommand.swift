@@ -5,43 +5,76 @@ import SteeringBenchmarks
 struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
-        abstract: "Measure the data plane against a clang-built reference, connection rates and the control plane.",
+        abstract: "Measure sksteer against tubular's real data plane: test runs, real traffic and the control plane.",
         discussion: """
             Runs in throwaway namespaces (as root), prints progress, and writes BENCHMARKS.md and benchmarks.json.
-            Needs the toolchain's clang (BPF target) and bpftool. --smoke runs tiny sizes to prove it works.
+            Compiles tubular's inet-kern.c with the toolchain's clang and loads it with bpftool; needs ip and
+            nsenter for the real traffic. --smoke runs small sizes to prove it works.
             """)
 
-    @Flag(help: "Tiny sizes and short rounds: checks that everything runs; the numbers mean little.")
+    @Flag(help: "Small sizes and short rounds: checks that everything runs; the numbers mean little.")
     var smoke = false
 
     @Option(help: "Where to write BENCHMARKS.md and benchmarks.json.")
     var outputDirectory = "."
 
-    @Option(help: "The reference C program.")
-    var reference = "Benchmarks/reference/tubular_like.c"
+    @Option(
+        help:
+            "tubular's reference directory (inet-kern.c, include/, prefixes.json); default ../shared/reference/tubular beside the package."
+    )
+    var reference: String?
 
-    @Option(help: "Override the data-plane sizes (comma-separated filler counts).")
-    var sizes: String?
+    @Option(help: "Override the number of random bindings.")
+    var randomCount: Int?
 
-    @Option(help: "Override the test-run repeat count.")
+    @Option(help: "Override the test-run repeat count of hot measurements.")
     var repeatCount: UInt32?
 
-    @Flag(help: "Only the data plane.")
+    @Flag(help: "Skip the real traffic.")
+    var noTraffic = false
+
+    @Flag(help: "Only the data plane: no real traffic, no control-plane changes.")
     var dataPlaneOnly = false
+
+    /// `../shared/reference/tubular` beside the package: from the working directory, or from
+    /// the package that built this executable (`.build/<config>/sksteer`).
+    static func defaultReference() -> URL? {
+        var roots = [URL(fileURLWithPath: FileManager.default.currentDirectoryPath)]
+        var directory = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
+            .deletingLastPathComponent()
+        for _ in 0..<5 {
+            if FileManager.default.fileExists(atPath: directory.appendingPathComponent("Package.swift").path) {
+                roots.append(directory)
+            }
+            directory = directory.deletingLastPathComponent()
+        }
+        return roots.map { $0.appendingPathComponent("../shared/reference/tubular").standardized }.first {
+            FileManager.default.fileExists(atPath: $0.appendingPathComponent("inet-kern.c").path)
+        }
+    }
 
     func run() throws {
         try reporting {
-            let source = URL(fileURLWithPath: reference)
-            guard FileManager.default.fileExists(atPath: source.path) else {
-                throw ToolError("\(reference): not found; run from the repository or pass --reference PATH")
+            let source: URL
+            if let reference {
+                source = URL(fileURLWithPath: reference)
+                guard FileManager.default.fileExists(atPath: source.appendingPathComponent("inet-kern.c").path) else {
+                    throw ToolError("\(reference): no inet-kern.c there")
+                }
+            } else {
+                guard let found = Self.defaultReference() else {
+                    throw ToolError("../shared/reference/tubular not found beside the package; pass --reference DIR")
+                }
+                source = found
             }
-            var options = smoke ? Bench.Options.smoke(referenceSource: source) : Bench.Options(referenceSource: source)
-            if let sizes {
-                options.sizes = sizes.split(separator: ",").compactMap { Int($0) }
-                guard !options.sizes.isEmpty else { throw ToolError("--sizes takes numbers, e.g. 1,1000") }
+            var options = smoke ? Bench.Options.smoke(reference: source) : Bench.Options(reference: source)
+            if let randomCount {
+                guard randomCount > 0 else { throw ToolError("--random-count takes a positive number") }
+                options.randomCount = randomCount
             }
             if let repeatCount { options.repeatCount = repeatCount }
-            options.dataPlaneOnly = dataPlaneOnly
+            if noTraffic || dataPlaneOnly { options.traffic = false }
+            if dataPlaneOnly { options.controlPlane = false }
             let results: Bench.Results
             do {
                 results = try Bench.run(options) { FileHandle.standardError.write(Data(($0 + "\n").utf8)) }
@@ -50,7 +83,11 @@ struct BenchCommand: ParsableCommand {
             } catch {
                 throw ToolError("bench: \(error)")
             }
-            let command = "swift run -c release sksteer bench" + (smoke ? " --smoke" : "")
+            var command = "swift run -c release sksteer bench" + (smoke ? " --smoke" : "")
+            if let randomCount { command += " --random-count \(randomCount)" }
+            if let repeatCount { command += " --repeat-count \(repeatCount)" }
+            if noTraffic { command += " --no-traffic" }
+            if dataPlaneOnly { command += " --data-plane-only" }
             let markdown = Bench.markdown(results, command: command)
             let directory = URL(fileURLWithPath: outputDirectory)
             let encoder = JSONEncoder()

@@ -1,0 +1,134 @@
+import Foundation
+
+extension Bench {
+    /// How a set of ratios (sksteer ÷ tubular) came out, in words computed from them.
+    static func verdict(_ cells: [(name: String, ratio: Double)], noun: String) -> String {
+        let finite = cells.filter { $0.ratio.isFinite && $0.ratio > 0 }
+        guard let worst = finite.max(by: { $0.ratio < $1.ratio }), let best = finite.min(by: { $0.ratio < $1.ratio })
+        else { return "No \(noun) produced a ratio." }
+        let faster = finite.filter { $0.ratio < 1 }.count
+        let slower = finite.filter { $0.ratio > 1 }.count
+        let mean = exp(finite.map { log($0.ratio) }.reduce(0, +) / Double(finite.count))
+        var text = "sksteer took less time than tubular in \(faster) of \(cells.count) \(noun)"
+        text += slower > 0 ? " and more in \(slower)" : ""
+        text += cells.count - finite.count > 0 ? " (\(cells.count - finite.count) without a ratio)" : ""
+        text += "; the highest ratio is \(worst.name) at \(fmt(worst.ratio, 2))×, the lowest \(best.name) at"
+        text += " \(fmt(best.ratio, 2))×, and the geometric mean of the ratios is \(fmt(mean, 2))×."
+        return text
+    }
+
+    /// The results as a Markdown report; every sentence is computed from `results`.
+    public static func markdown(_ results: Results, command: String) -> String {
+        var out = "# Benchmarks: sksteer against tubular\n\n"
+        out += "Made by `\(command)` in throwaway network namespaces; ratios are sksteer ÷ tubular"
+        out += " (below 1.00: sksteer took less time). tubular is its own `inet-kern.c`, compiled at bench time"
+        out +=
+            " (\(results.machine["clang"] ?? "clang")) and loaded with \(results.machine["bpftool"] ?? "bpftool").\n\n"
+        out += "| machine | |\n|---|---|\n"
+        for (key, value) in results.machine.sorted(by: { $0.key < $1.key }) { out += "| \(key) | \(value) |\n" }
+        out += "\n| option | |\n|---|---|\n"
+        for (key, value) in results.options.sorted(by: { $0.key < $1.key }) { out += "| \(key) | \(value) |\n" }
+
+        out +=
+            "\n## Workloads\n\nThe same bindings and the same sockets (one per label, family and protocol) in both.\n\n"
+        out += "| workload | bindings | labels | sockets | bindings are |\n|---|---:|---:|---:|---|\n"
+        for row in results.workloads {
+            out += "| \(row.name) | \(row.bindings) | \(row.labels) | \(row.sockets) | \(row.summary) |\n"
+        }
+
+        let hot = results.dataPlane.filter { $0.mode == "hot" }
+        let cold = results.dataPlane.filter { $0.mode == "cold" }
+        let checked = hot.count + cold.reduce(0) { $0 + $1.runs }
+        let disagreeing = results.dataPlane.reduce(0) { $0 + $1.disagreements }
+        out += "\n## Data plane: BPF_PROG_TEST_RUN\n\n"
+        out += "sksteer runs a copy of its data plane over its own maps that counts test runs like traffic;"
+        out += " tubular's program counts its `destination_metrics` anyway. "
+        out +=
+            disagreeing == 0
+            ? "All \(checked) checked lookups selected the same socket in both programs, the one the precedence rules pick.\n\n"
+            : "**\(disagreeing) of \(checked) checked lookups disagree** between the programs and the precedence rules (see below).\n\n"
+        out += "### Hot: one connection, repeated\n\n"
+        out += verdict(hot.map { ("\($0.workload)/\($0.kind)", $0.ratio) }, noun: "hot cells") + "\n\n"
+        out += "| workload | kind | runs | sksteer ns | tubular ns | ratio | disagreements |\n"
+        out += "|---|---|---:|---:|---:|---:|---:|\n"
+        for row in hot {
+            out += "| \(row.workload) | \(row.kind) | \(row.runs) | \(fmt(row.sksteerNanoseconds)) |"
+            out += " \(fmt(row.tubularNanoseconds)) | \(fmt(row.ratio, 2)) | \(mark(row.disagreements)) |\n"
+        }
+        out += "\n### Cold: different connections, repeat 1 each\n\n"
+        out += verdict(cold.map { ("\($0.workload)/\($0.kind)", $0.ratio) }, noun: "cold cells (medians)")
+        let samples = cold.flatMap { [$0.sksteerNanoseconds, $0.tubularNanoseconds] }
+        if let low = samples.min(), let high = cold.flatMap({ [$0.sksteerP90 ?? 0, $0.tubularP90 ?? 0] }).max() {
+            out += " Medians of single runs ranged from \(fmt(low)) ns to a 90th percentile of \(fmt(high)) ns;"
+            out += " the kernel reports each run in whole nanoseconds, including its own timer's cost.\n\n"
+        } else {
+            out += "\n\n"
+        }
+        out +=
+            "| workload | kind | contexts | sksteer median | sksteer p90 | tubular median | tubular p90 | ratio | disagreements |\n"
+        out += "|---|---|---:|---:|---:|---:|---:|---:|---:|\n"
+        for row in cold {
+            out += "| \(row.workload) | \(row.kind) | \(row.runs) | \(fmt(row.sksteerNanoseconds)) |"
+            out += " \(fmt(row.sksteerP90 ?? 0)) | \(fmt(row.tubularNanoseconds)) | \(fmt(row.tubularP90 ?? 0)) |"
+            out += " \(fmt(row.ratio, 2)) | \(mark(row.disagreements)) |\n"
+        }
+        if !results.disagreements.isEmpty {
+            out += "\n### Disagreements (the first \(results.disagreements.count))\n\n"
+            out +=
+                "| workload | kind | connection | rules pick | sksteer picked | tubular picked |\n|---|---|---|---|---|---|\n"
+            for row in results.disagreements {
+                out +=
+                    "| \(row.workload) | \(row.kind) | \(row.connection) | \(row.expected) | \(row.sksteer) | \(row.tubular) |\n"
+            }
+        }
+
+        out += "\n## Real traffic: run_time_ns / run_cnt of the attached program\n\n"
+        if results.traffic.isEmpty {
+            out += "No real traffic was measured in this run.\n"
+        } else {
+            let silent = results.traffic.filter { $0.sksteerRuns == 0 || $0.tubularRuns == 0 }
+            out += "Connections and datagrams to the lookups' addresses, routed locally (AnyIP) inside the namespace,"
+            out += " with `BPF_STATS_RUN_TIME` on; the dispatcher's link is switched between the two programs, and at"
+            out += " most \(results.mostAttachedAtOnce) program\(results.mostAttachedAtOnce == 1 ? " was" : "s were")"
+            out += " attached at any time. "
+            out += verdict(results.traffic.map { ("\($0.workload)/\($0.kind)", $0.ratio) }, noun: "traffic cells")
+            out += silent.isEmpty ? "\n\n" : " \(silent.count) cells counted no runs for one program.\n\n"
+            out +=
+                "| workload | kind | traffic | sent per program | sksteer runs | sksteer ns/run | tubular runs | tubular ns/run | ratio |\n"
+            out += "|---|---|---|---:|---:|---:|---:|---:|---:|\n"
+            for row in results.traffic {
+                out += "| \(row.workload) | \(row.kind) | \(row.traffic) | \(row.sent) | \(row.sksteerRuns) |"
+                out += " \(fmt(row.sksteerNanoseconds)) | \(row.tubularRuns) | \(fmt(row.tubularNanoseconds)) |"
+                out += " \(fmt(row.ratio, 2)) |\n"
+            }
+        }
+
+        out += "\n## Control plane\n\n"
+        if results.controlPlane.isEmpty {
+            out += "The control plane was not timed in this run.\n"
+        } else {
+            out += "tubular's side is what its Go control plane does to its maps, timed from here (one map update"
+            out += " per binding, no destination bookkeeping); sksteer's is the public API. "
+            out += verdict(
+                results.controlPlane.map { ("\($0.workload)/\($0.operation)", $0.ratio) }, noun: "operations")
+            out += "\n\n| workload | operation | bindings present | sksteer ms | tubular does | tubular ms | ratio |\n"
+            out += "|---|---|---:|---:|---|---:|---:|\n"
+            for row in results.controlPlane {
+                out += "| \(row.workload) | \(row.operation) | \(row.present) | \(fmt(row.sksteerSeconds * 1000, 3)) |"
+                out += " \(row.tubularMethod) | \(fmt(row.tubularSeconds * 1000, 3)) | \(fmt(row.ratio, 1)) |\n"
+            }
+        }
+        if !results.instructions.isEmpty {
+            out += "\nInstructions after verification (xlated): "
+            out +=
+                results.instructions.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(
+                    separator: "; ") + ".\n"
+        }
+        if !results.problems.isEmpty {
+            out += "\n## Not measured\n\n" + results.problems.map { "- \($0)\n" }.joined()
+        }
+        return out
+    }
+
+    static func mark(_ count: Int) -> String { count == 0 ? "0" : "**\(count)**" }
+}
