@@ -38,7 +38,7 @@ public enum Demo {
         let bpffs = try BPFFileSystem.TemporaryMount()
         say("1. A throwaway network namespace (lo up) and a private bpf filesystem at \(bpffs.path).")
         _ = try Dispatcher.load(namespace: namespace, bpffs: bpffs.path)
-        defer { try? Dispatcher.unload(namespace: namespace, bpffs: bpffs.path) }
+        defer { _ = try? Dispatcher.unload(namespace: namespace, bpffs: bpffs.path) }
         say("2. Loaded the dispatcher: its SK_LOOKUP program is attached to that namespace only.")
 
         var servers: [NameServer] = []

@@ -67,31 +67,43 @@ public final class Dispatcher {
     ) throws -> Dispatcher {
         try checkFileSystem(bpffs)
         let directory = try stateDirectory(bpffs: bpffs, namespace: namespace)
-        if access(directory, F_OK) == 0 { return try open(namespace: namespace, bpffs: bpffs, logger: logger) }
+        if access(directory, F_OK) == 0 {
+            if try isStale(directory, namespace: namespace) {
+                logger.warning(
+                    "removing the state of a namespace that no longer exists", metadata: ["directory": "\(directory)"])
+                try removeState(directory)
+            } else {
+                return try open(namespace: namespace, bpffs: bpffs, logger: logger)
+            }
+        }
         guard (1...(1 << 24)).contains(maxBindings) else {
             throw SteeringError.invalidInput("the binding limit must be between 1 and 16777216")
         }
+        removeAbandonedBuilds(in: bpffs)
         // bpffs refuses names with a dot.
         var template = Array("\(bpffs)/sksteer-new-XXXXXX".utf8CString)
         guard let made = mkdtemp(&template) else {
             throw SteeringError.kernel("cannot create a directory in \(bpffs): \(errnoDescription(errno))")
         }
         let temporary = String(cString: made)
-        var link: Link?
+        // Held while building, so a concurrent load does not take this build for abandoned.
+        let building = Glibc.open(temporary, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        if building >= 0 { flock(building, LOCK_EX) }
+        // Released before the state is opened (after the rename it locks the state itself).
+        defer { if building >= 0 { close(building) } }
         do {
+            defer { if building >= 0 { flock(building, LOCK_UN) } }
             chmod(temporary, 0o750)
             let maps = try StateMaps.create(capacity: maxBindings)
             for (name, map) in maps.all { try pin(map, at: "\(temporary)/\(name)") }
             let program = try Program.load(DataPlane.program(maps.dataPlane(copy: 0)), type: .skLookup, name: "sksteer")
             try program.pin(at: "\(temporary)/program")
             chmod("\(temporary)/program", 0o640)
-            link = try Link.attach(program, to: namespace)
-            try link!.pin(at: "\(temporary)/link")
-            chmod("\(temporary)/link", 0o640)
+            // Nothing is attached before the state is in place: a load killed before the
+            // rename leaves an unattached directory (removed by the next load), one killed
+            // after it leaves state without a link, which the open below attaches.
             guard rename(temporary, directory) == 0 else {
-                // Another invocation loaded it first: keep theirs.
                 let code = errno
-                try? link?.detach()
                 removeTree(temporary)
                 if code == EEXIST || code == ENOTEMPTY {
                     return try open(namespace: namespace, bpffs: bpffs, logger: logger)
@@ -100,11 +112,49 @@ public final class Dispatcher {
             }
             logger.info("loaded", metadata: ["directory": "\(directory)"])
         } catch {
-            try? link?.detach()
             removeTree(temporary)
             throw error
         }
+        // Attached once the state is in place (a load killed here leaves state without a
+        // link, which the next writable open attaches).
+        do {
+            let program = try Program.openPinned(at: "\(directory)/program")
+            let link = try Link.attach(program, to: namespace)
+            try link.pin(at: "\(directory)/link")
+            chmod("\(directory)/link", 0o640)
+        } catch {
+            _ = try? removeState(directory)
+            throw error
+        }
         return try open(namespace: namespace, bpffs: bpffs, logger: logger)
+    }
+
+    /// Whether a state directory's link is attached to another namespace or to none.
+    static func isStale(_ directory: String, namespace: NetworkNamespace) throws -> Bool {
+        guard let info = try? Link.openPinned(at: "\(directory)/link").info(), let inode = info.namespaceInode else {
+            return false
+        }
+        return UInt64(inode) != (try namespace.inode())
+    }
+
+    /// Removes builds of `load` that were killed before their rename (no lock held on them).
+    static func removeAbandonedBuilds(in bpffs: String) {
+        guard let handle = opendir(bpffs) else { return }
+        var names: [String] = []
+        while let entry = readdir(handle) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) {
+                String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self)
+            }
+            if name.hasPrefix("sksteer-new-") { names.append(name) }
+        }
+        closedir(handle)
+        for name in names {
+            let path = "\(bpffs)/\(name)"
+            let fd = Glibc.open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+            guard fd >= 0 else { continue }
+            defer { close(fd) }
+            if flock(fd, LOCK_EX | LOCK_NB) == 0 { removeTree(path) }
+        }
     }
 
     static func pin(_ map: Map, at path: String) throws(BPFError) {
@@ -129,7 +179,8 @@ public final class Dispatcher {
     ) throws -> Dispatcher {
         try checkFileSystem(bpffs)
         let directory = try stateDirectory(bpffs: bpffs, namespace: namespace)
-        let fd = Glibc.open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        try checkDirectory(directory)
+        let fd = Glibc.open(directory, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
         guard fd >= 0 else {
             let code = errno
             if code == ENOENT {
@@ -144,7 +195,13 @@ public final class Dispatcher {
                 throw SteeringError.kernel("cannot lock \(directory): \(errnoDescription(errno))")
             }
         }
-        let metaMap = try Map.openPinned(at: "\(directory)/\(StateMaps.Name.meta.rawValue)", readOnly: true)
+        let metaMap: Map
+        do {
+            metaMap = try Map.openPinned(at: "\(directory)/\(StateMaps.Name.meta.rawValue)", readOnly: true)
+        } catch {
+            throw SteeringError.kernel(
+                "the state in \(directory) is damaged (\(error)); run sksteer unload to remove it, then sksteer load")
+        }
         let schema = Meta(try metaMap.lookup(rawBytes(of: UInt32(0))) ?? []).schema
         if schema != Layout.schemaVersion {
             let known = Upgrade.migrations[schema] != nil
@@ -159,26 +216,48 @@ public final class Dispatcher {
                 )
             }
         }
-        let maps = try StateMaps.open(directory: directory, readOnly: readOnly)
+        let maps: StateMaps
+        do {
+            maps = try StateMaps.open(directory: directory, readOnly: readOnly)
+        } catch {
+            throw SteeringError.kernel(
+                "the state in \(directory) is damaged (\(error)); run sksteer unload to remove it, then sksteer load")
+        }
         let dispatcher = Dispatcher(
             namespace: namespace, directory: directory, maps: maps, readOnly: readOnly, lock: lock, logger: logger)
         if !readOnly && !anySchema { try dispatcher.repair() }
         return dispatcher
     }
 
-    /// Detaches the dispatcher and removes its state. Registered sockets are not closed.
-    public static func unload(namespace: NetworkNamespace, bpffs: String = defaultBPFFS) throws {
+    /// Detaches the dispatcher and removes its state, whatever shape it is in (half removed,
+    /// of another layout, of a namespace that no longer exists). Registered sockets are not
+    /// closed. Returns the names it removed.
+    @discardableResult
+    public static func unload(namespace: NetworkNamespace, bpffs: String = defaultBPFFS) throws -> [String] {
         try checkFileSystem(bpffs)
         let directory = try stateDirectory(bpffs: bpffs, namespace: namespace)
-        guard access(directory, F_OK) == 0 else {
-            throw SteeringError.notLoaded("sksteer is not loaded in \(namespace.path) (no \(directory))")
-        }
-        if let link = try? Link.openPinned(at: "\(directory)/link") { try link.detach() }
-        removeTree(directory)
+        removeAbandonedBuilds(in: bpffs)
+        // Not loaded: nothing to do (unload is idempotent).
+        guard access(directory, F_OK) == 0 else { return [] }
+        try checkDirectory(directory)
+        return try removeState(directory)
     }
 
-    static func removeTree(_ directory: String) {
-        guard let handle = opendir(directory) else { return }
+    @discardableResult
+    static func removeState(_ directory: String) throws -> [String] {
+        // Take the lock, so a command still at work finishes first.
+        let fd = Glibc.open(directory, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+        if fd >= 0 {
+            while flock(fd, LOCK_EX) != 0 && errno == EINTR {}
+        }
+        defer { if fd >= 0 { close(fd) } }
+        if let link = try? Link.openPinned(at: "\(directory)/link") { try? link.detach() }
+        return removeTree(directory)
+    }
+
+    @discardableResult
+    static func removeTree(_ directory: String) -> [String] {
+        guard let handle = opendir(directory) else { return [] }
         var names: [String] = []
         while let entry = readdir(handle) {
             let name = withUnsafeBytes(of: entry.pointee.d_name) {
@@ -189,6 +268,29 @@ public final class Dispatcher {
         closedir(handle)
         for name in names { unlink("\(directory)/\(name)") }
         rmdir(directory)
+        return names.sorted()
+    }
+
+    /// Refuses a state directory that someone other than us could have made or changed: it
+    /// must be a real directory (not a symbolic link), owned by root or by this user, and
+    /// writable by nobody else.
+    static func checkDirectory(_ directory: String) throws {
+        var info = stat()
+        guard lstat(directory, &info) == 0 else { return }
+        guard info.st_mode & S_IFMT == S_IFDIR else {
+            throw SteeringError.conflict(
+                "\(directory) is not a directory (a symbolic link?); someone else made it: remove it and load again")
+        }
+        guard info.st_uid == 0 || info.st_uid == geteuid() else {
+            throw SteeringError.conflict(
+                "\(directory) belongs to user \(info.st_uid), not to root: someone else made it; remove it"
+                    + " (rm -r \(directory)) and mount the bpf filesystem with mode 0700 (mount -t bpf -o mode=0700 bpf DIR)"
+            )
+        }
+        guard info.st_mode & 0o022 == 0 else {
+            throw SteeringError.conflict(
+                "\(directory) is writable by others (mode \(String(info.st_mode & 0o777, radix: 8))); chmod 750 it")
+        }
     }
 
     func requireWritable() throws {
@@ -234,10 +336,14 @@ public final class Dispatcher {
         return plan.isEmpty ? .unchanged : .added
     }
 
-    /// Removes a binding (it must exist with this label).
+    /// Removes a binding. One bound to another label is an error; one that is not bound
+    /// changes nothing (so running `unbind` again after it was interrupted succeeds).
     @discardableResult
     public func unbind(_ binding: Binding) throws -> Change {
         try requireWritable()
+        let probe = KernelGroups(map: maps.copies[try activeCopy()].groups, labels: try labelNames())
+        let group = try probe.group(RuleSet.groupKey(binding))
+        if (binding.ports.isAll ? group?.all : group?.finite[binding.ports]) == nil { return .unchanged }
         try change(adding: [], removing: [binding])
         logger.info("unbound", metadata: ["binding": "\(binding)"])
         return .removed

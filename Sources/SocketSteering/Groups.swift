@@ -5,10 +5,14 @@ import BPF
 /// of a few bindings reads only the groups it touches.
 protocol GroupSource {
     func group(_ key: RuleSet.GroupKey) throws -> RuleSet.Group?
+    /// Whether some IPv6 binding of this protocol covers IPv4 (false lets a lookup at
+    /// `0.0.0.0/0` skip asking for the 97 prefixes that could).
+    func mayCoverIPv4(_ transport: Socket.Transport) -> Bool
 }
 
 extension RuleSet: GroupSource {
     func group(_ key: GroupKey) -> Group? { groups[key] }
+    func mayCoverIPv4(_ transport: Socket.Transport) -> Bool { true }
 }
 
 extension GroupSource {
@@ -18,7 +22,7 @@ extension GroupSource {
         var result: [(RuleSet.GroupKey, RuleSet.Group)] = []
         let own = RuleSet.GroupKey(lane: key.lane, prefix: key.prefix)
         if let group = try group(own) { result.append((own, group)) }
-        if !key.lane.ipv6 && key.prefix.length == 0 && key.table != .host {
+        if !key.lane.ipv6 && key.prefix.length == 0 && key.table != .host && mayCoverIPv4(key.lane.transport) {
             let lane = Lane(transport: key.lane.transport, ipv6: true)
             for length in 0...96 {
                 let covering = RuleSet.GroupKey(lane: lane, prefix: RuleSet.mappedBlock.truncated(to: length))
@@ -159,12 +163,16 @@ enum GroupRecord {
 final class KernelGroups: GroupSource {
     let map: Map
     let labels: [UInt32: String]
+    /// By protocol: whether IPv6 bindings that cover IPv4 exist (from the census).
+    var covering: [Socket.Transport: Bool] = [.tcp: true, .udp: true]
     private var cache: [RuleSet.GroupKey: RuleSet.Group?] = [:]
 
     init(map: Map, labels: [UInt32: String]) {
         self.map = map
         self.labels = labels
     }
+
+    func mayCoverIPv4(_ transport: Socket.Transport) -> Bool { covering[transport] ?? true }
 
     func group(_ key: RuleSet.GroupKey) throws -> RuleSet.Group? {
         if let cached = cache[key] { return cached }

@@ -198,15 +198,24 @@ struct Meta: Equatable {
 /// reading the other bindings (it sets the flag when any all-ports binding of the lane has a
 /// longer prefix: never wrong, sometimes one lookup more; `apply` of a whole set sets it
 /// exactly).
+///
+/// Two more counters (one per protocol) count the IPv6 bindings that cover IPv4.
 enum Census {
-    static let size = 4 * 129
+    static let size = 4 * 129 + 2
     static func index(_ lane: Lane, mappedLength: UInt8) -> UInt32 { UInt32(lane.index * 129 + Int(mappedLength)) }
+    static func coveringIndex(_ transport: Socket.Transport) -> UInt32 { UInt32(4 * 129 + (transport == .udp ? 1 : 0)) }
 
     /// The counts of a rule set.
     static func counts(_ rules: RuleSet) -> [UInt32: UInt32] {
         var counts: [UInt32: UInt32] = [:]
-        for (key, group) in rules.groups where group.all != nil {
-            for (lane, length) in contributions(key) { counts[index(lane, mappedLength: length), default: 0] += 1 }
+        for (key, group) in rules.groups {
+            if group.all != nil {
+                for (lane, length) in contributions(key) { counts[index(lane, mappedLength: length), default: 0] += 1 }
+            }
+            if RuleSet.coversIPv4(key) {
+                counts[coveringIndex(key.lane.transport), default: 0] += UInt32(
+                    group.finite.count + (group.all == nil ? 0 : 1))
+            }
         }
         return counts
     }

@@ -27,7 +27,15 @@ extension Dispatcher {
             throw SteeringError.notLoaded(
                 "the dispatcher in \(directory) has no link (\(error)); run sksteer load to attach it again")
         }
-        let program = try Program.open(id: link.info().programID)
+        let info = try link.info()
+        // A namespace's links are detached when it dies, and its inode may then be reused:
+        // state whose link is attached elsewhere (or nowhere) is not this namespace's.
+        if let inode = info.namespaceInode, UInt64(inode) != (try namespace.inode()) {
+            throw SteeringError.notLoaded(
+                "the state in \(directory) belongs to a network namespace that no longer exists (its link is"
+                    + " detached); run sksteer unload to remove it, then sksteer load")
+        }
+        let program = try Program.open(id: info.programID)
         let used = Set(try program.info().mapIDs)
         for copy in 0..<2 where used.contains(try maps.copies[copy].ports.info().id) { return copy }
         throw SteeringError.kernel(
@@ -147,6 +155,10 @@ extension Dispatcher {
             census[BPF.value(UInt32.self, from: key)] = BPF.value(UInt32.self, from: value)
         }
         var touchedCensus = Set<UInt32>()
+        func bump(_ index: UInt32, _ adding: Bool) {
+            census[index] = UInt32(max(0, Int(census[index] ?? 0) + (adding ? 1 : -1)))
+            touchedCensus.insert(index)
+        }
         for (binding, adding) in plan.removed.map({ ($0, false) }) + plan.added.map({ ($0, true) }) {
             let key = RuleSet.groupKey(binding)
             var group = try groups.group(key) ?? RuleSet.Group()
@@ -158,11 +170,13 @@ extension Dispatcher {
             try groups.write(key, group, labelIDs: labels)
             if binding.ports.isAll {
                 for (lane, length) in Census.contributions(key) {
-                    let index = Census.index(lane, mappedLength: length)
-                    census[index] = UInt32(max(0, Int(census[index] ?? 0) + (adding ? 1 : -1)))
-                    touchedCensus.insert(index)
+                    bump(Census.index(lane, mappedLength: length), adding)
                 }
             }
+            if RuleSet.coversIPv4(key) { bump(Census.coveringIndex(key.lane.transport), adding) }
+        }
+        for transport in Socket.Transport.allCases {
+            groups.covering[transport] = (census[Census.coveringIndex(transport)] ?? 0) > 0
         }
         var keys = Set<EntryKey>()
         for binding in plan.removed + plan.added { keys.formUnion(try groups.affectedKeys(by: binding)) }
@@ -323,6 +337,7 @@ extension Dispatcher {
     /// Finishes what an interrupted command left: re-attaches a missing link, pins the
     /// program in force as `program`, and rebuilds a copy left half written from the active one.
     func repair() throws {
+        if try Self.isStale(directory, namespace: namespace) { _ = try activeCopy() }  // throws what to do
         var meta = try maps.readMeta()
         let active: Int
         if let copy = try? activeCopy() {

@@ -462,8 +462,9 @@ public enum Bench {
                 tubularMethod: "1 × BPF_MAP_UPDATE_ELEM" + note, tubularSeconds: bindTubular,
                 ratio: ratio(bind, bindTubular)))
         let ten = (0..<10).map { Rule(.tcp, .v4(198, 51, 100, UInt8($0)), length: 32, port: 8080) }
-        let desired = setup.bindings + [one.binding(label: label)] + ten.map { $0.binding(label: label) }
-        let change = try seconds { _ = try dispatcher.apply(desired) }
+        let change = try seconds {
+            _ = try dispatcher.apply(adding: ten.map { $0.binding(label: label) }, removing: [])
+        }
         let changeTubular = try seconds {
             for rule in ten {
                 try tubular.bindings.update(
@@ -475,6 +476,16 @@ public enum Bench {
                 workload: name, operation: "apply a 10-binding change", present: present + 1, sksteerSeconds: change,
                 tubularMethod: "10 × BPF_MAP_UPDATE_ELEM" + note, tubularSeconds: changeTubular,
                 ratio: ratio(change, changeTubular)))
+        // The same change as a whole desired set (what `sksteer apply FILE` does): it reads
+        // every binding present to compute the diff, then writes only the diff.
+        let moved = ten.map { $0.binding(label: setup.workload.labels[1 % setup.workload.labels.count]) }
+        let desired = setup.bindings + [one.binding(label: label)] + moved
+        let wholeSet = try seconds { _ = try dispatcher.apply(desired) }
+        results.controlPlane.append(
+            ControlRow(
+                workload: name, operation: "apply the whole set with 10 bindings changed", present: present + 11,
+                sksteerSeconds: wholeSet, tubularMethod: "10 × BPF_MAP_UPDATE_ELEM" + note,
+                tubularSeconds: changeTubular, ratio: ratio(wholeSet, changeTubular)))
         // The dispatcher held here has the exclusive lock; a second, read-only open would wait for it.
         let status = try seconds { _ = try dispatcher.status(findOwners: false) }
         var read = 0

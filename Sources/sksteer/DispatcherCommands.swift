@@ -70,8 +70,9 @@ struct Unload: ParsableCommand {
     @OptionGroup var state: StateOptions
     func run() throws {
         try reporting {
-            try Dispatcher.unload(namespace: state.namespace(), bpffs: state.bpffs)
-            try state.report("unloaded")
+            let removed = try Dispatcher.unload(namespace: state.namespace(), bpffs: state.bpffs)
+            try state.report(
+                "unloaded: removed \(removed.count) pinned objects", ["removed": removed.joined(separator: " ")])
         }
     }
 }
@@ -136,8 +137,9 @@ struct Unbind: ParsableCommand {
     func run() throws {
         try reporting {
             let binding = try arguments.binding()
-            try state.open().unbind(binding)
-            try state.report("unbound", ["binding": binding.description])
+            let change = try state.open().unbind(binding)
+            try state.report(
+                change == .removed ? "unbound" : "not bound (nothing to change)", ["binding": binding.description])
         }
     }
 }

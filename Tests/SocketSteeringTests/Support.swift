@@ -59,7 +59,7 @@ final class Fixture {
 
     deinit {
         for server in servers { server.stop() }
-        try? Dispatcher.unload(namespace: namespace, bpffs: bpffs.path)
+        _ = try? Dispatcher.unload(namespace: namespace, bpffs: bpffs.path)
     }
 }
 
