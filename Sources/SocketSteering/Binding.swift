@@ -96,13 +96,26 @@ public struct Binding: Hashable, Sendable, CustomStringConvertible, Codable {
     public var prefix: IPPrefix
     /// The destination ports it covers.
     public var ports: PortSet
+    /// What happens to matching traffic while the label has no socket.
+    public var noSocket: NoSocketPolicy = .drop
+
+    /// What a binding does with traffic while its label has no socket.
+    public enum NoSocketPolicy: String, Sendable, Hashable, Codable, CaseIterable {
+        /// Refuse it (as tubular does), so it cannot reach some other socket bound to the address.
+        case drop
+        /// Let the kernel's normal socket lookup take it.
+        case pass
+    }
 
     /// A binding from parsed parts; the label is not checked (see ``checkLabel(_:)``).
-    public init(label: String, transport: Socket.Transport, prefix: IPPrefix, ports: PortSet) {
+    public init(
+        label: String, transport: Socket.Transport, prefix: IPPrefix, ports: PortSet, noSocket: NoSocketPolicy = .drop
+    ) {
         self.label = label
         self.transport = transport
         self.prefix = prefix
         self.ports = ports
+        self.noSocket = noSocket
     }
 
     /// Parses the command-line form: `LABEL tcp|udp PREFIX PORTS`.
@@ -119,6 +132,14 @@ public struct Binding: Hashable, Sendable, CustomStringConvertible, Codable {
             throw .invalidInput("'\(prefix)' is an IPv4-mapped IPv6 prefix; write the IPv4 prefix instead")
         }
         self.init(label: label, transport: transport, prefix: parsed, ports: try PortSet(parsing: ports))
+    }
+
+    /// Parses a no-socket policy: `drop` or `pass`.
+    public static func policy(_ text: String) throws(SteeringError) -> NoSocketPolicy {
+        guard let policy = NoSocketPolicy(rawValue: text.lowercased()) else {
+            throw .invalidInput("'\(text)' is not a no-socket policy: drop (refuse, the default) or pass (normal lookup)")
+        }
+        return policy
     }
 
     /// Labels: 1 to 63 bytes of letters, digits, `-`, `_`, `.`, `:`, `/`.
@@ -163,9 +184,14 @@ public struct Binding: Hashable, Sendable, CustomStringConvertible, Codable {
     }
 
     /// `tcp 127.0.0.0/24 * → proxy`.
-    public var description: String { "\(transport) \(prefix) \(ports) → \(label)" }
+    public var description: String {
+        "\(transport) \(prefix) \(ports) → \(label)" + (noSocket == .pass ? " (no socket: pass)" : "")
+    }
 
-    enum CodingKeys: String, CodingKey { case label, `protocol`, prefix, ports }
+    enum CodingKeys: String, CodingKey {
+        case label, `protocol`, prefix, ports
+        case noSocket = "no_socket"
+    }
 
     /// Decodes `label`, `protocol`, `prefix` and `ports` strings, checked as the command-line form is.
     public init(from decoder: any Decoder) throws {
@@ -175,6 +201,9 @@ public struct Binding: Hashable, Sendable, CustomStringConvertible, Codable {
             protocol: container.decode(String.self, forKey: .protocol),
             prefix: container.decode(String.self, forKey: .prefix),
             ports: container.decode(String.self, forKey: .ports))
+        if let policy = try container.decodeIfPresent(String.self, forKey: .noSocket) {
+            noSocket = try Self.policy(policy)
+        }
     }
 
     /// Encodes `label`, `protocol`, `prefix` and `ports` as strings.
@@ -184,6 +213,7 @@ public struct Binding: Hashable, Sendable, CustomStringConvertible, Codable {
         try container.encode(transport.rawValue, forKey: .protocol)
         try container.encode(prefix.description, forKey: .prefix)
         try container.encode(ports.description, forKey: .ports)
+        if noSocket == .pass { try container.encode(noSocket.rawValue, forKey: .noSocket) }
     }
 }
 

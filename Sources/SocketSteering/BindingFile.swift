@@ -36,11 +36,14 @@ public enum BindingFile {
                 comment = false
             }
             if fields.isEmpty { return }
-            guard fields.count == 4 else {
-                throw .invalidInput("line \(line): expected LABEL PROTO PREFIX PORTS, found \(fields.count) fields")
+            guard fields.count == 4 || fields.count == 5 else {
+                throw .invalidInput(
+                    "line \(line): expected LABEL PROTO PREFIX PORTS [drop|pass], found \(fields.count) fields")
             }
             do {
-                bindings.append(try Binding(label: fields[0], protocol: fields[1], prefix: fields[2], ports: fields[3]))
+                var binding = try Binding(label: fields[0], protocol: fields[1], prefix: fields[2], ports: fields[3])
+                if fields.count == 5 { binding.noSocket = try Binding.policy(fields[4]) }
+                bindings.append(binding)
             } catch {
                 throw .invalidInput("line \(line): \(error)")
             }
@@ -103,7 +106,7 @@ public enum BindingFile {
             while !list.isAtEnd {
                 let index = list.currentIndex
                 let entry = try list.nestedContainer(keyedBy: AnyKey.self)
-                for key in entry.allKeys where !["label", "protocol", "prefix", "ports"].contains(key.stringValue) {
+                for key in entry.allKeys where !["label", "protocol", "prefix", "ports", "no_socket"].contains(key.stringValue) {
                     throw SteeringError.invalidInput("bindings[\(index)]: unknown field \"\(key.stringValue)\"")
                 }
                 func field(_ name: String) throws -> String {
@@ -115,10 +118,13 @@ public enum BindingFile {
                     return text
                 }
                 do {
-                    bindings.append(
-                        try Binding(
-                            label: field("label"), protocol: field("protocol"), prefix: field("prefix"),
-                            ports: field("ports")))
+                    var binding = try Binding(
+                        label: field("label"), protocol: field("protocol"), prefix: field("prefix"),
+                        ports: field("ports"))
+                    if let policy = try entry.decodeIfPresent(String.self, forKey: AnyKey(stringValue: "no_socket")) {
+                        binding.noSocket = try Binding.policy(policy)
+                    }
+                    bindings.append(binding)
                 } catch let error as SteeringError {
                     throw SteeringError.invalidInput(
                         error.description.hasPrefix("bindings[") ? error.description : "bindings[\(index)]: \(error)")

@@ -34,6 +34,7 @@ enum DataPlane {
     static let destinationSlot: Int16 = -64  // u32
     static let hashSlot: Int16 = -68  // u32
     static let countingSlot: Int16 = -72  // u32: the ingress ifindex; 0 in test runs, which are not counted
+    static let entryFlagsSlot: Int16 = -76  // u32: the matched entry's flags
 
     static let afInet6: Int32 = 10
     static let afInet: Int32 = 2
@@ -81,10 +82,14 @@ enum DataPlane {
             // remote address and port (Fibonacci hashing: the top bits of the product).
             found4
             Instruction.ldx(.w, .r7, .r0, Int16(Layout.EntryValueLayout.destination.offset))
+            Instruction.ldx(.b, .r3, .r0, Int16(Layout.EntryValueLayout.flags.offset))
+            Instruction.stx(.w, .r10, .r3, entryFlagsSlot)
             SKLookup.getRemoteIPv4(ctx, into: .r3)
             Statement.ja(to: select)
             found6
             Instruction.ldx(.w, .r7, .r0, Int16(Layout.EntryValueLayout.destination.offset))
+            Instruction.ldx(.b, .r3, .r0, Int16(Layout.EntryValueLayout.flags.offset))
+            Instruction.stx(.w, .r10, .r3, entryFlagsSlot)
             SKLookup.getRemoteIPv6(ctx, word: 0, into: .r3)
             for word in 1..<4 {
                 SKLookup.getRemoteIPv6(ctx, word: word, into: .r4)
@@ -122,11 +127,13 @@ enum DataPlane {
             }
 
             // A binding matched but no socket is there: refuse, so the traffic does not reach
-            // some other socket bound to the address.
+            // some other socket bound to the address (unless the binding says to pass it on).
             miss
             Statement.jump(.jeq, .r8, 0, to: Label("uncounted_miss"))
             increment(.r8, Layout.DestinationCounter.misses)
             Label("uncounted_miss")
+            Instruction.ldx(.w, .r2, .r10, entryFlagsSlot)
+            Statement.jump(.jset, .r2, Int32(Layout.EntryFlags.passWithoutSocket), to: passVerdict)
             SKLookup.drop()
 
             assign

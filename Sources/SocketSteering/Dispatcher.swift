@@ -374,8 +374,8 @@ public final class Dispatcher {
     static func plan(from current: RuleSet, to wanted: RuleSet) -> Plan {
         var added: [Binding] = []
         var removed: [Binding] = []
-        for binding in wanted.bindings where current.label(of: binding) != binding.label { added.append(binding) }
-        for binding in current.bindings where wanted.label(of: binding) != binding.label { removed.append(binding) }
+        for binding in wanted.bindings where current.stored(binding) != binding { added.append(binding) }
+        for binding in current.bindings where wanted.stored(binding) != binding { removed.append(binding) }
         return Plan(
             added: added.sortedByPrecedence(), removed: removed.sortedByPrecedence(),
             unchanged: current.count - removed.count)

@@ -45,7 +45,8 @@ extension GroupSource {
             }
             for (label, ports) in candidates {
                 let candidate = EntryValue(
-                    label: label, mappedLength: length, portCount: UInt32(ports.count), firstPort: ports.lower)
+                    label: label, mappedLength: length, portCount: UInt32(ports.count), firstPort: ports.lower,
+                    passWithoutSocket: group.passes.contains(ports))
                 if let current = best, !RuleSet.precedes(candidate, current) { continue }
                 best = candidate
             }
@@ -94,7 +95,8 @@ extension RuleSet {
 /// Key: lane index (u8; +0x80 for an overflow page), prefix length (u8), page (u16), address
 /// (16 bytes, zero padded). Value (64 bytes): finite port sets in this record (u8), whether
 /// the all-ports binding is set (u8), 0 (u16), the all-ports label id (u32), then 7 slots of
-/// (first port u16, last port u16, label id u32). Page 0 holds the first 7 port sets; pages
+/// (first port u16, last port u16, label id u32); the top bit of a label id says the binding
+/// passes traffic while it has no socket. Page 0 holds the first 7 port sets; pages
 /// 1, 2, ... hold 7 more each.
 enum GroupRecord {
     static let keySize = 20
@@ -125,9 +127,10 @@ enum GroupRecord {
         repeat {
             let chunk = sets[index..<min(sets.count, index + slots)]
             var bytes = [UInt8(chunk.count), group.all == nil ? 0 : 1, 0, 0]
-            bytes += rawBytes(of: group.all.map { labels[$0]! } ?? 0)
+            bytes += rawBytes(of: group.all.map { labels[$0]! | passBit(group, .all) } ?? 0)
             for (ports, label) in chunk {
-                bytes += rawBytes(of: ports.lower) + rawBytes(of: ports.upper) + rawBytes(of: labels[label]!)
+                bytes += rawBytes(of: ports.lower) + rawBytes(of: ports.upper)
+                bytes += rawBytes(of: labels[label]! | passBit(group, ports))
             }
             bytes += [UInt8](repeating: 0, count: valueSize - bytes.count)
             pages.append(bytes)
@@ -136,14 +139,23 @@ enum GroupRecord {
         return pages
     }
 
+    /// The top bit of a label id field: the binding passes traffic while it has no socket.
+    static let passFlag: UInt32 = 1 << 31
+
+    static func passBit(_ group: RuleSet.Group, _ ports: PortSet) -> UInt32 {
+        group.passes.contains(ports) ? passFlag : 0
+    }
+
     /// Adds one record's port sets to a group.
     static func decode(_ bytes: [UInt8], into group: inout RuleSet.Group, labels: [UInt32: String]) -> Bool {
         guard bytes.count == valueSize else { return false }
         let count = Int(bytes[0])
         guard count <= slots else { return false }
         if bytes[1] != 0 {
-            guard let label = labels[value(UInt32.self, from: bytes[4..<8])] else { return false }
+            let field = value(UInt32.self, from: bytes[4..<8])
+            guard let label = labels[field & ~passFlag] else { return false }
             group.all = label
+            if field & passFlag != 0 { group.passes.insert(.all) }
         }
         for slot in 0..<count {
             let start = 8 + 8 * slot
@@ -151,9 +163,10 @@ enum GroupRecord {
                 let ports = PortSet(
                     value(UInt16.self, from: bytes[start..<start + 2]),
                     value(UInt16.self, from: bytes[start + 2..<start + 4])),
-                let label = labels[value(UInt32.self, from: bytes[start + 4..<start + 8])]
+                let label = labels[value(UInt32.self, from: bytes[start + 4..<start + 8]) & ~passFlag]
             else { return false }
             group.finite[ports] = label
+            if value(UInt32.self, from: bytes[start + 4..<start + 8]) & passFlag != 0 { group.passes.insert(ports) }
         }
         return true
     }

@@ -84,6 +84,8 @@ public enum Layout {
     enum EntryFlags {
         /// `exact` only: look in `wild` too, an all-ports binding of greater precedence may match.
         static let checkWildcard: UInt8 = 1
+        /// The winner lets traffic pass to the normal lookup while its label has no socket.
+        static let passWithoutSocket: UInt8 = 2
     }
 
     /// The port flags: an array of u64 words, 2 bits per (lane, port): bit 0 `host`, bit 1 `exact`.
@@ -138,7 +140,9 @@ public enum Layout {
         var bytes = [UInt8](repeating: 0, count: EntryValueLayout.size)
         put(destination(label: label, lane: lane), at: EntryValueLayout.destination, in: &bytes)
         bytes[EntryValueLayout.mappedLength.offset] = value.mappedLength
-        bytes[EntryValueLayout.flags.offset] = value.checkWildcard ? EntryFlags.checkWildcard : 0
+        bytes[EntryValueLayout.flags.offset] =
+            (value.checkWildcard ? EntryFlags.checkWildcard : 0)
+            | (value.passWithoutSocket ? EntryFlags.passWithoutSocket : 0)
         put(UInt16(truncatingIfNeeded: value.portCount), at: EntryValueLayout.portCount, in: &bytes)
         put(value.firstPort, at: EntryValueLayout.firstPort, in: &bytes)
         return bytes
@@ -155,7 +159,8 @@ public enum Layout {
                 label: label, mappedLength: bytes[EntryValueLayout.mappedLength.offset],
                 portCount: count == 0 ? 65536 : UInt32(count),
                 firstPort: get(UInt16.self, at: EntryValueLayout.firstPort, in: bytes),
-                checkWildcard: bytes[EntryValueLayout.flags.offset] & EntryFlags.checkWildcard != 0),
+                checkWildcard: bytes[EntryValueLayout.flags.offset] & EntryFlags.checkWildcard != 0,
+                passWithoutSocket: bytes[EntryValueLayout.flags.offset] & EntryFlags.passWithoutSocket != 0),
             destination
         )
     }

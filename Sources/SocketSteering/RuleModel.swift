@@ -108,6 +108,8 @@ struct EntryValue: Hashable, Sendable {
     var firstPort: UInt16
     /// `exact` only: a `wild` entry of greater precedence may match inside this prefix.
     var checkWildcard: Bool = false
+    /// The winner lets traffic pass while its label has no socket (``Binding/NoSocketPolicy/pass``).
+    var passWithoutSocket: Bool = false
 }
 
 /// A rule set: bindings, grouped by the prefix they are bound to, with the entries the data
@@ -130,6 +132,9 @@ struct RuleSet: Sendable {
         var finite: [PortSet: String] = [:]
         /// The all-ports binding's label.
         var all: String?
+        /// The port sets (``PortSet/all`` for the all-ports binding) whose binding lets
+        /// traffic pass while its label has no socket.
+        var passes: Set<PortSet> = []
         var isEmpty: Bool { finite.isEmpty && all == nil }
     }
 
@@ -169,6 +174,7 @@ struct RuleSet: Sendable {
             )
         }
         if binding.ports.isAll { group.all = binding.label } else { group.finite[binding.ports] = binding.label }
+        if binding.noSocket == .pass { group.passes.insert(binding.ports) }
         groups[key] = group
         count += 1
         return true
@@ -187,6 +193,7 @@ struct RuleSet: Sendable {
             removed = group.finite.removeValue(forKey: binding.ports)
         }
         guard removed != nil else { return nil }
+        group.passes.remove(binding.ports)
         groups[key] = group.isEmpty ? nil : group
         count -= 1
         return removed
@@ -198,6 +205,16 @@ struct RuleSet: Sendable {
         return binding.ports.isAll ? group.all : group.finite[binding.ports]
     }
 
+    /// The binding of exactly this rule, with its label and policy, if any.
+    func stored(_ binding: Binding) -> Binding? {
+        let key = Self.groupKey(binding)
+        guard let group = groups[key], let label = label(of: binding) else { return nil }
+        var result = binding
+        result.label = label
+        result.noSocket = group.passes.contains(binding.ports) ? .pass : .drop
+        return result
+    }
+
     /// Every binding, unordered.
     var bindings: [Binding] {
         var result: [Binding] = []
@@ -205,10 +222,16 @@ struct RuleSet: Sendable {
         for (key, group) in groups {
             let prefix = key.binding(label: "", ports: .all).prefix
             for (ports, label) in group.finite {
-                result.append(Binding(label: label, transport: key.lane.transport, prefix: prefix, ports: ports))
+                result.append(
+                    Binding(
+                        label: label, transport: key.lane.transport, prefix: prefix, ports: ports,
+                        noSocket: group.passes.contains(ports) ? .pass : .drop))
             }
             if let label = group.all {
-                result.append(Binding(label: label, transport: key.lane.transport, prefix: prefix, ports: .all))
+                result.append(
+                    Binding(
+                        label: label, transport: key.lane.transport, prefix: prefix, ports: .all,
+                        noSocket: group.passes.contains(.all) ? .pass : .drop))
             }
         }
         return result

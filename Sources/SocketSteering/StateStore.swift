@@ -116,7 +116,8 @@ extension Dispatcher {
             let group = try probe.group(RuleSet.groupKey(binding))
             let label = binding.ports.isAll ? group?.all : group?.finite[binding.ports]
             if let label, !seen.contains(binding.rule) {
-                if label == binding.label { continue }
+                let policy: Binding.NoSocketPolicy = group?.passes.contains(binding.ports) == true ? .pass : .drop
+                if label == binding.label && policy == binding.noSocket { continue }
                 throw SteeringError.conflict(
                     "\(binding.transport) \(binding.prefix) \(binding.ports) is already bound to '\(label)'; unbind it first"
                 )
@@ -166,6 +167,11 @@ extension Dispatcher {
                 group.all = adding ? binding.label : nil
             } else {
                 group.finite[binding.ports] = adding ? binding.label : nil
+            }
+            if adding && binding.noSocket == .pass {
+                group.passes.insert(binding.ports)
+            } else {
+                group.passes.remove(binding.ports)
             }
             try groups.write(key, group, labelIDs: labels)
             if binding.ports.isAll {

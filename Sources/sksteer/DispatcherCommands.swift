@@ -111,9 +111,13 @@ struct BindingArguments: ParsableArguments {
     @Argument(help: "tcp or udp.") var proto: String
     @Argument(help: "An address or CIDR prefix (127.0.0.1, 10.0.0.0/8, 2001:db8::/32).") var prefix: String
     @Argument(help: "A port (80), a range (8000-8999) or * for all ports.") var ports: String
+    @Option(help: "While the label has no socket: drop (refuse, the default) or pass (the normal lookup).")
+    var noSocket: String = "drop"
 
     func binding() throws -> Binding {
-        try Binding(label: label, protocol: proto, prefix: prefix, ports: ports)
+        var binding = try Binding(label: label, protocol: proto, prefix: prefix, ports: ports)
+        binding.noSocket = try Binding.policy(noSocket)
+        return binding
     }
 }
 

@@ -78,4 +78,33 @@ struct KernelDifferentialTests {
             #expect(real > 20, "real connections made: \(real)")
         }
     }
+
+    /// A binding with `noSocket: .pass` lets the normal lookup take its traffic while its label
+    /// has no socket; changing the policy by `apply` takes effect, and misses are counted.
+    @Test func passPolicyLetsTheNormalLookupTakeOver() throws {
+        try exclusively {
+            let f = try Fixture()
+            try f.serve("plain", .tcp, .loopback4, 8080)
+            let pass = Binding(
+                label: "gone", transport: .tcp, prefix: IPPrefix("127.0.0.0/24")!, ports: .single(8080),
+                noSocket: .pass)
+            try f.dispatcher().bind(pass)
+            #expect(try f.land(.tcp, "127.0.0.1", 8080) == "plain")
+            var drop = pass
+            drop.noSocket = .drop
+            let plan = try f.dispatcher().apply([drop])
+            #expect(plan.added == [drop] && plan.removed == [pass])
+            #expect(try f.land(.tcp, "127.0.0.1", 8080) == "refused")
+            #expect(try f.dispatcher(readOnly: true).bindings() == [drop])
+            try f.dispatcher().apply(adding: [pass], removing: [drop])
+            #expect(try f.land(.tcp, "127.0.0.1", 8080) == "plain")
+            let status = try f.dispatcher(readOnly: true).status()
+            #expect(status.destinations.first { $0.destination.label == "gone" }?.misses == 3)
+            #expect(try BindingFile.parse("gone tcp 127.0.0.0/24 8080 pass\n") == [pass])
+            #expect(
+                try BindingFile.parse(
+                    #"{"bindings": [{"label": "gone", "protocol": "tcp", "prefix": "127.0.0.0/24", "ports": 8080, "no_socket": "pass"}]}"#
+                ) == [pass])
+        }
+    }
 }

@@ -51,7 +51,7 @@ struct KillSweepTests {
             try "B tcp 127.0.0.1 80\nA tcp 127.0.0.0/24 *\n".write(toFile: Self.file, atomically: true, encoding: .utf8)
             defer { unlink(Self.file) }
             let calls = try Self.bpfCalls(scenario)
-            #expect(calls > 5, "\(scenario): \(calls) bpf() calls")
+            #expect(calls > 0, "\(scenario): \(calls) bpf() calls")
             var landed = 0
             for k in 1...calls {
                 let f = try Self.fixture(scenario)

@@ -60,7 +60,8 @@ enum RandomRules {
         let prefix = IPPrefix(address, length: length)!
         return Binding(
             label: "l\(Int.random(in: 0..<5, using: &rng))", transport: Bool.random(using: &rng) ? .tcp : .udp,
-            prefix: prefix, ports: portSet(using: &rng))
+            prefix: prefix, ports: portSet(using: &rng),
+            noSocket: Int.random(in: 0..<8, using: &rng) == 0 ? .pass : .drop)
     }
 
     /// A rule set of up to `count` bindings without conflicts.
@@ -109,6 +110,7 @@ enum RandomRules {
                     "seed \(seed) round \(round): \(transport) \(address):\(port) → model \(found?.label ?? "none"), oracle \(expected?.description ?? "none")"
                 )
                 if let expected, let found {
+                    #expect(found.passWithoutSocket == (expected.noSocket == .pass))
                     #expect(Int(found.mappedLength) == expected.mappedLength)
                     #expect(found.portCount == UInt32(expected.ports.count) && found.firstPort == expected.ports.lower)
                 }
