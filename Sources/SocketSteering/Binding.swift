@@ -137,7 +137,8 @@ public struct Binding: Hashable, Sendable, CustomStringConvertible, Codable {
     /// Parses a no-socket policy: `drop` or `pass`.
     public static func policy(_ text: String) throws(SteeringError) -> NoSocketPolicy {
         guard let policy = NoSocketPolicy(rawValue: text.lowercased()) else {
-            throw .invalidInput("'\(text)' is not a no-socket policy: drop (refuse, the default) or pass (normal lookup)")
+            throw .invalidInput(
+                "'\(text)' is not a no-socket policy: drop (refuse, the default) or pass (normal lookup)")
         }
         return policy
     }

@@ -106,7 +106,8 @@ public enum BindingFile {
             while !list.isAtEnd {
                 let index = list.currentIndex
                 let entry = try list.nestedContainer(keyedBy: AnyKey.self)
-                for key in entry.allKeys where !["label", "protocol", "prefix", "ports", "no_socket"].contains(key.stringValue) {
+                let known = ["label", "protocol", "prefix", "ports", "no_socket"]
+                for key in entry.allKeys where !known.contains(key.stringValue) {
                     throw SteeringError.invalidInput("bindings[\(index)]: unknown field \"\(key.stringValue)\"")
                 }
                 func field(_ name: String) throws -> String {
