@@ -6,6 +6,8 @@ import SKLookup
 struct DataPlaneMaps: Sendable {
     /// ``Layout/PortFlags`` of the copy.
     var ports: Map
+    /// ``Layout/HostFilter`` of the copy.
+    var hostFilter: Map
     /// The copy's tables, by lane and table.
     var tables: [Lane: [Table: Map]]
     /// `SOCKMAP`: destination × ``Layout/socketsPerDestination`` slots.
@@ -231,6 +233,32 @@ enum DataPlane {
         body.append(.jump(.jset, .r8, Int32(Layout.PortFlags.host), to: Label("host_\(name)")))
         body.append(.ja(to: noHost))
         body.append(.label(Label("host_\(name)")))
+        // The host filter's bit for (lane, port, address): not set, no host entry.
+        body += [
+            .instruction(.mov32(.r2, .r7)),
+            .instruction(.or32(.r2, Int32(lane.index << 16))),
+        ]
+        for word in 0..<(lane.addressSize / 4) {
+            body.append(.instruction(.ldx(.w, .r3, .r10, exactKeyAddress + Int16(4 * word))))
+            body.append(.instruction(.alu(.xor, .r2, .r3, is64: false)))
+        }
+        body += [
+            .instruction(.mul32(.r2, Int32(bitPattern: Layout.HostFilter.multiplier))),
+            .instruction(.rsh32(.r2, Int32(32 - Layout.HostFilter.bits))),
+            .instruction(.mov32(.r9, .r2)),
+            .instruction(.rsh32(.r2, 6)),
+            .instruction(.stx(.w, .r10, .r2, scratch)),
+        ]
+        body += lookup(maps.hostFilter, keyAt: scratch)
+        body.append(.jump(.jeq, .r0, 0, to: noHost))
+        body += [
+            .instruction(.ldx(.dw, .r4, .r0, 0)),
+            .instruction(.and32(.r9, 63)),
+            .instruction(.rsh(.r4, .r9)),
+        ]
+        body.append(.jump(.jset, .r4, 1, to: Label("hostprobe_\(name)")))
+        body.append(.ja(to: noHost))
+        body.append(.label(Label("hostprobe_\(name)")))
         body += lookup(tables[.host]!, keyAt: exactKey + Int16(Layout.ExactKey.hostKeyOffset))
         body.append(.jump(.jne, .r0, 0, to: found))
         body.append(.label(noHost))

@@ -101,6 +101,29 @@ public enum Layout {
         static func shift(lane: Lane, port: UInt16) -> UInt64 { UInt64(port & 15) * 4 + (lane.ipv6 ? 2 : 0) }
     }
 
+    /// A one-hash Bloom filter of host entries per copy: an array of u64 words, one bit per
+    /// hash of (lane, port, address). A lookup reads the host hash only if its bit is set, so
+    /// a connection to an address with no host entry costs one read of a small array instead
+    /// of a probe into a large hash table. Bits are never wrong by absence (a stale bit costs
+    /// one probe).
+    enum HostFilter {
+        static let bits = 20
+        static let words = (1 << bits) / 64
+        static let multiplier: UInt32 = 0x9e37_79b1
+
+        /// The bit: (port | lane << 16) XOR each 32-bit word of the address (as the program
+        /// loads it from the context), times ``multiplier``, top ``bits`` bits.
+        static func bit(lane: Lane, port: UInt16, address: [UInt8]) -> UInt32 {
+            var h = UInt32(port) | UInt32(lane.index) << 16
+            for word in stride(from: 0, to: address.count, by: 4) {
+                h ^=
+                    UInt32(address[word]) | UInt32(address[word + 1]) << 8 | UInt32(address[word + 2]) << 16
+                    | UInt32(address[word + 3]) << 24
+            }
+            return (h &* multiplier) >> UInt32(32 - bits)
+        }
+    }
+
     /// Counters per destination (per CPU), u64 each.
     enum DestinationCounter: Int, CaseIterable {
         case lookups = 0

@@ -9,6 +9,8 @@ struct CopyMaps: Sendable {
     var index: Int
     /// ``Layout/PortFlags``.
     var ports: Map
+    /// ``Layout/HostFilter``.
+    var hostFilter: Map
     /// By lane and table.
     var tables: [Lane: [Table: Map]]
     /// `HASH` ``GroupRecord``: the bindings this copy holds, by (lane, prefix).
@@ -22,7 +24,10 @@ struct CopyMaps: Sendable {
 
     /// Pin names and maps.
     var all: [(String, Map)] {
-        var result = [("c\(index)-ports", ports), ("c\(index)-groups", groups), ("c\(index)-census", census)]
+        var result = [
+            ("c\(index)-ports", ports), ("c\(index)-hostfilter", hostFilter), ("c\(index)-groups", groups),
+            ("c\(index)-census", census),
+        ]
         for lane in Lane.allCases {
             for table in Table.allCases { result.append((Self.name(table, lane, copy: index), tables[lane]![table]!)) }
         }
@@ -53,6 +58,8 @@ struct CopyMaps: Sendable {
             index: index,
             ports: try Map.create(
                 type: .array, keySize: 4, valueSize: 8, maxEntries: Layout.PortFlags.words, name: "sks_ports"),
+            hostFilter: try Map.create(
+                type: .array, keySize: 4, valueSize: 8, maxEntries: Layout.HostFilter.words, name: "sks_hostfilter"),
             tables: tables,
             groups: try Map.create(
                 type: .hash, keySize: GroupRecord.keySize, valueSize: GroupRecord.valueSize, maxEntries: capacity,
@@ -71,7 +78,8 @@ struct CopyMaps: Sendable {
             tables[lane] = byTable
         }
         return CopyMaps(
-            index: index, ports: try pinned("c\(index)-ports"), tables: tables, groups: try pinned("c\(index)-groups"),
+            index: index, ports: try pinned("c\(index)-ports"), hostFilter: try pinned("c\(index)-hostfilter"),
+            tables: tables, groups: try pinned("c\(index)-groups"),
             census: try pinned("c\(index)-census"))
     }
 }
@@ -110,7 +118,8 @@ struct StateMaps: Sendable {
     /// The maps a program over `copy` reads.
     func dataPlane(copy: Int) -> DataPlaneMaps {
         DataPlaneMaps(
-            ports: copies[copy].ports, tables: copies[copy].tables, sockets: sockets,
+            ports: copies[copy].ports, hostFilter: copies[copy].hostFilter, tables: copies[copy].tables,
+            sockets: sockets,
             destinationMetrics: destinationMetrics, globalMetrics: globalMetrics)
     }
 

@@ -62,6 +62,7 @@ extension Dispatcher {
         let oldCensus = Census.counts(current)
         let write = CopyWrite(
             entries: new.changes(from: old), ports: Self.portWords(new).changes(from: Self.portWords(old)),
+            filter: Self.filterWords(new).changes(from: Self.filterWords(old)),
             groups: groups, oldPages: oldPages,
             census: Array(Set(census.keys).union(oldCensus.keys)).map { ($0, census[$0] ?? 0) },
             count: UInt32(desired.count), labels: labels)
@@ -187,6 +188,7 @@ extension Dispatcher {
         var keys = Set<EntryKey>()
         for binding in plan.removed + plan.added { keys.formUnion(try groups.affectedKeys(by: binding)) }
         var words: [UInt32: UInt64] = [:]
+        var filter: [UInt32: UInt64] = [:]
         var upserts: [String: (Map, [(key: [UInt8], value: [UInt8])])] = [:]
         for key in keys {
             guard var value = try groups.winner(at: key) else {
@@ -207,6 +209,15 @@ extension Dispatcher {
                 let bit = key.table == .host ? Layout.PortFlags.host : Layout.PortFlags.exact
                 words[word]! |= bit << Layout.PortFlags.shift(lane: key.lane, port: key.port)
             }
+            if key.table == .host {
+                let bit = Layout.HostFilter.bit(
+                    lane: key.lane, port: key.port, address: key.prefix.bytes(count: key.lane.addressSize))
+                if filter[bit >> 6] == nil {
+                    filter[bit >> 6] =
+                        try maps.hostFilter.lookup(rawBytes(of: bit >> 6)).map { BPF.value(UInt64.self, from: $0) } ?? 0
+                }
+                filter[bit >> 6]! |= 1 << UInt64(bit & 63)
+            }
             let name = CopyMaps.name(key.table, key.lane, copy: copy)
             upserts[name, default: (maps.map(key), [])].1.append(
                 (Layout.encode(key), Layout.encode(value, label: labels[value.label]!, lane: key.lane)))
@@ -215,6 +226,7 @@ extension Dispatcher {
         // through); entries before flags would hide them. This copy is idle, so order is free.
         for (_, (map, entries)) in upserts { try map.updateBatch(entries) }
         try maps.ports.updateBatch(words.map { (rawBytes(of: $0.key), rawBytes(of: $0.value)) })
+        try maps.hostFilter.updateBatch(filter.map { (rawBytes(of: $0.key), rawBytes(of: $0.value)) })
         try maps.census.updateBatch(touchedCensus.map { (rawBytes(of: $0), rawBytes(of: census[$0] ?? 0)) })
         var meta = try self.maps.readMeta()
         meta.counts[copy] = count
@@ -253,6 +265,8 @@ extension Dispatcher {
     struct CopyWrite {
         var entries: (upserts: [(EntryKey, EntryValue)], deletes: [EntryKey])
         var ports: (upserts: [(UInt32, UInt64)], deletes: [UInt32])
+        /// Host filter words to write.
+        var filter: (upserts: [(UInt32, UInt64)], deletes: [UInt32])
         /// The groups to write (nil: remove).
         var groups: [RuleSet.GroupKey: RuleSet.Group?]
         /// How many records each of those groups has now.
@@ -276,6 +290,18 @@ extension Dispatcher {
         return PortWords(words: words)
     }
 
+    /// The host filter words of a rule set's tables (zero words left out).
+    static func filterWords(_ tables: RuleTables) -> PortWords {
+        var words: [UInt32: UInt64] = [:]
+        for key in tables.entries.keys where key.table == .host {
+            let bit = Layout.HostFilter.bit(
+                lane: key.lane, port: key.port, address: key.prefix.bytes(count: key.lane.addressSize))
+            words[bit >> 6, default: 0] |= 1 << UInt64(bit & 63)
+        }
+        return PortWords(words: words)
+    }
+
+    /// Array words by index (port flags, host filter).
     struct PortWords: Equatable {
         var words: [UInt32: UInt64]
         func changes(from old: PortWords) -> (upserts: [(UInt32, UInt64)], deletes: [UInt32]) {
@@ -307,6 +333,7 @@ extension Dispatcher {
         for (_, (map, entries)) in byMap { try map.updateBatch(entries) }
         for key in change.entries.deletes { _ = try maps.map(key).delete(Layout.encode(key)) }
         try maps.ports.updateBatch(change.ports.upserts.map { (rawBytes(of: $0.0), rawBytes(of: $0.1)) })
+        try maps.hostFilter.updateBatch(change.filter.upserts.map { (rawBytes(of: $0.0), rawBytes(of: $0.1)) })
         var records: [(key: [UInt8], value: [UInt8])] = []
         var stale: [[UInt8]] = []
         for (key, group) in change.groups {
@@ -389,7 +416,8 @@ extension Dispatcher {
         for (key, group) in rules.groups { groups[key] = .some(group) }
         let write = CopyWrite(
             entries: tables.changes(from: RuleTables(entries: [:])),
-            ports: Self.portWords(tables).changes(from: PortWords(words: [:])), groups: groups, oldPages: [:],
+            ports: Self.portWords(tables).changes(from: PortWords(words: [:])),
+            filter: Self.filterWords(tables).changes(from: PortWords(words: [:])), groups: groups, oldPages: [:],
             census: Census.counts(rules).map { ($0.key, $0.value) }, count: UInt32(rules.count),
             labels: try assignLabels(for: rules))
         var maps = self.maps
