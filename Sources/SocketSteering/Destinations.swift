@@ -149,7 +149,7 @@ extension Dispatcher {
         for (slot, cookie) in try slots(destination: destination).enumerated() where cookie != nil {
             _ = try maps.sockets.delete(Self.slotKey(destination, slot))
         }
-        try collectLabels(inUse: Set(ruleSet(copy: activeCopy()).bindings.map(\.label)))
+        try collectLabels(inUse: ruleSet(copy: activeCopy()).labels)
     }
 
     private func namespaceCookie() throws -> UInt64? {

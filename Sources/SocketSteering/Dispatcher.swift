@@ -402,7 +402,7 @@ public final class Dispatcher {
         if plan.added.count + plan.removed.count <= limit {
             try change(adding: plan.added, removing: plan.removed)
         } else {
-            try commit(from: current, to: wanted)
+            try commit(from: current, to: wanted, plan: plan)
         }
         logger.info("applied", metadata: ["added": "\(plan.added.count)", "removed": "\(plan.removed.count)"])
         return plan

@@ -215,6 +215,16 @@ struct RuleSet: Sendable {
         return result
     }
 
+    /// The labels the bindings use.
+    var labels: Set<String> {
+        var result = Set<String>()
+        for group in groups.values {
+            for label in group.finite.values { result.insert(label) }
+            if let label = group.all { result.insert(label) }
+        }
+        return result
+    }
+
     /// Every binding, unordered.
     var bindings: [Binding] {
         var result: [Binding] = []

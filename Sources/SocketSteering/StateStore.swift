@@ -43,12 +43,11 @@ extension Dispatcher {
     }
 
     /// Commits a whole new rule set: both compiled in memory, only the differing entries written.
-    func commit(from current: RuleSet, to desired: RuleSet) throws {
+    func commit(from current: RuleSet, to desired: RuleSet, plan: Plan) throws {
+        if plan.isEmpty { return }
         let old = timed("compile the current rules") { current.tables() }
         let new = timed("compile the new rules") { desired.tables() }
-        try checkLimits(desired, new)
-        let plan = Self.plan(from: current, to: desired)
-        if plan.isEmpty { return }
+        try timed("check the limits") { try checkLimits(desired, new) }
         let labels = try assignLabels(for: desired)
         var groups: [RuleSet.GroupKey: RuleSet.Group?] = [:]
         var oldPages: [RuleSet.GroupKey: Int] = [:]
@@ -67,7 +66,7 @@ extension Dispatcher {
             census: Array(Set(census.keys).union(oldCensus.keys)).map { ($0, census[$0] ?? 0) },
             count: UInt32(desired.count), labels: labels)
         try commit { copy in try self.write(write, to: copy) }
-        try collectLabels(inUse: Set(desired.bindings.map(\.label)))
+        try collectLabels(inUse: desired.labels)
     }
 
     /// The commit protocol around a change written by `body` to one copy at a time.
@@ -248,14 +247,20 @@ extension Dispatcher {
                     + " larger --max-bindings")
         }
         let limit = CopyMaps.entryLimit(capacity: capacity)
+        var tally = [Int](repeating: 0, count: Lane.allCases.count * Table.allCases.count)
+        for key in tables.entries.keys { tally[key.lane.index * Table.allCases.count + Int(key.table.rawValue)] += 1 }
         var counts: [String: Int] = [:]
-        for key in tables.entries.keys { counts["\(key.lane) \(key.table)", default: 0] += 1 }
+        for lane in Lane.allCases {
+            for table in Table.allCases {
+                counts["\(lane) \(table)"] = tally[lane.index * Table.allCases.count + Int(table.rawValue)]
+            }
+        }
         if let (table, count) = counts.first(where: { $0.value > limit }) {
             throw SteeringError.limit(
                 "the bindings need \(count) \(table) entries, more than the \(limit) this dispatcher holds (port"
                     + " ranges take one entry per port); load with a larger --max-bindings")
         }
-        let labels = Set(rules.bindings.map(\.label))
+        let labels = rules.labels
         if labels.count > Layout.maxLabels {
             throw SteeringError.limit("\(labels.count) labels are more than the \(Layout.maxLabels) a dispatcher holds")
         }
@@ -316,21 +321,34 @@ extension Dispatcher {
     /// Writes a change to one copy. The copy is not read by the program while this runs.
     func write(_ change: CopyWrite, to copy: Int) throws {
         let maps = self.maps.copies[copy]
-        var byMap: [String: (Map, [(key: [UInt8], value: [UInt8])])] = [:]
+        // One list per table, indexed by lane × 3 + table (no string keys per entry).
+        let tableCount = Table.allCases.count
+        var byMap = [[(key: [UInt8], value: [UInt8])]](repeating: [], count: Lane.allCases.count * tableCount)
         // Sorted by address, so the trie's inserts walk nodes that are already in cache.
         let upserts = change.entries.upserts.sorted { a, b in
-            (a.0.lane.index, a.0.table.rawValue, a.0.port, a.0.prefix) < (
-                b.0.lane.index, b.0.table.rawValue, b.0.port, b.0.prefix
-            )
+            (a.0.lane.index, a.0.table.rawValue, a.0.port, a.0.prefix)
+                < (b.0.lane.index, b.0.table.rawValue, b.0.port, b.0.prefix)
         }
+        var lastLabel = ""
+        var lastID: UInt32 = 0
         for (key, value) in upserts {
-            let name = CopyMaps.name(key.table, key.lane, copy: copy)
-            let bytes = (
-                key: Layout.encode(key), value: Layout.encode(value, label: change.labels[value.label]!, lane: key.lane)
-            )
-            byMap[name, default: (maps.map(key), [])].1.append(bytes)
+            if value.label != lastLabel {
+                lastLabel = value.label
+                lastID = change.labels[value.label]!
+            }
+            byMap[key.lane.index * tableCount + Int(key.table.rawValue)].append(
+                (Layout.encode(key), Layout.encode(value, label: lastID, lane: key.lane)))
         }
-        for (_, (map, entries)) in byMap { try map.updateBatch(entries) }
+        for lane in Lane.allCases {
+            for table in Table.allCases {
+                let entries = byMap[lane.index * tableCount + Int(table.rawValue)]
+                if !entries.isEmpty {
+                    try timed("write \(entries.count) \(lane) \(table) entries") {
+                        try maps.tables[lane]![table]!.updateBatch(entries)
+                    }
+                }
+            }
+        }
         for key in change.entries.deletes { _ = try maps.map(key).delete(Layout.encode(key)) }
         try maps.ports.updateBatch(change.ports.upserts.map { (rawBytes(of: $0.0), rawBytes(of: $0.1)) })
         try maps.hostFilter.updateBatch(change.filter.upserts.map { (rawBytes(of: $0.0), rawBytes(of: $0.1)) })
@@ -345,7 +363,7 @@ extension Dispatcher {
                 stale.append(GroupRecord.key(key, page: UInt16(index)))
             }
         }
-        try maps.groups.updateBatch(records)
+        try timed("write \(records.count) group records") { try maps.groups.updateBatch(records) }
         for key in stale { _ = try maps.groups.delete(key) }
         try maps.census.updateBatch(change.census.map { (rawBytes(of: $0.0), rawBytes(of: $0.1)) })
         var meta = try self.maps.readMeta()
@@ -403,7 +421,7 @@ extension Dispatcher {
             meta = try maps.readMeta()
             meta.pending = 0
             try maps.writeMeta(meta)
-            try collectLabels(inUse: Set(ruleSet(copy: active).bindings.map(\.label)))
+            try collectLabels(inUse: ruleSet(copy: active).labels)
         }
     }
 
@@ -457,7 +475,7 @@ extension Dispatcher {
         if used.count >= Layout.maxLabels {
             // Labels are collected after whole-set changes; one change at a time leaves
             // unused ones behind until this point.
-            try collectLabels(inUse: Set(ruleSet(copy: activeCopy()).bindings.map(\.label)))
+            try collectLabels(inUse: ruleSet(copy: activeCopy()).labels)
             used = Set(try labelNames().keys)
         }
         guard let free = (0..<UInt32(Layout.maxLabels)).first(where: { !used.contains($0) }) else {
@@ -475,7 +493,7 @@ extension Dispatcher {
     func assignLabels(for rules: RuleSet) throws -> [String: UInt32] {
         var ids: [String: UInt32] = [:]
         for (id, name) in try labelNames() { ids[name] = id }
-        for label in Set(rules.bindings.map(\.label)) where ids[label] == nil {
+        for label in rules.labels where ids[label] == nil {
             ids[label] = try labelID(label, create: true)!
         }
         return ids
