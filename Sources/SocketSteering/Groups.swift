@@ -79,11 +79,6 @@ extension GroupSource {
 }
 
 extension RuleSet {
-    /// The groups whose bindings can be candidates at `key` (see ``GroupSource``).
-    func candidateGroups(at key: EntryKey) -> [(GroupKey, Group)] {
-        (try? (self as any GroupSource).candidateGroups(at: key)) ?? []
-    }
-
     /// The winner at one entry key (see ``GroupSource``).
     func winner(at key: EntryKey) -> EntryValue? {
         (try? (self as any GroupSource).winner(at: key)) ?? nil
@@ -206,18 +201,8 @@ final class KernelGroups: GroupSource {
     }
 
     /// Replaces a group's records (or removes them when it is empty or nil).
-    /// - Parameter knownPages: the pages the group has now, if known (nil: read them).
-    func write(
-        _ key: RuleSet.GroupKey, _ group: RuleSet.Group?, labelIDs: [String: UInt32], knownPages: Int? = -1
-    ) throws {
-        let oldPages: Int
-        if let knownPages, knownPages >= 0 {
-            oldPages = knownPages
-        } else if knownPages == nil {
-            oldPages = try pages(key)
-        } else {
-            oldPages = try self.group(key).map { GroupRecord.encode($0, labels: labelIDs).count } ?? 0
-        }
+    func write(_ key: RuleSet.GroupKey, _ group: RuleSet.Group?, labelIDs: [String: UInt32]) throws {
+        let oldPages = try self.group(key).map { GroupRecord.encode($0, labels: labelIDs).count } ?? 0
         let pages = group.flatMap { $0.isEmpty ? nil : GroupRecord.encode($0, labels: labelIDs) } ?? []
         for (index, page) in pages.enumerated() { try map.update(GroupRecord.key(key, page: UInt16(index)), page) }
         if pages.count < oldPages {
@@ -226,10 +211,4 @@ final class KernelGroups: GroupSource {
         cache[key] = .some(group.flatMap { $0.isEmpty ? nil : $0 })
     }
 
-    /// How many records a group has in the map.
-    func pages(_ key: RuleSet.GroupKey) throws -> Int {
-        var page: UInt16 = 0
-        while try map.lookup(GroupRecord.key(key, page: page)) != nil { page += 1 }
-        return Int(page)
-    }
 }

@@ -171,23 +171,6 @@ public enum Layout {
         return bytes
     }
 
-    /// An entry value from its bytes, with the label's name from `labels` (by label id).
-    static func decodeValue(_ bytes: [UInt8], labels: [UInt32: String]) -> (EntryValue, destination: UInt32)? {
-        guard bytes.count >= EntryValueLayout.size else { return nil }
-        let destination = get(UInt32.self, at: EntryValueLayout.destination, in: bytes)
-        guard let label = labels[destination / 4] else { return nil }
-        let count = get(UInt16.self, at: EntryValueLayout.portCount, in: bytes)
-        return (
-            EntryValue(
-                label: label, mappedLength: bytes[EntryValueLayout.mappedLength.offset],
-                portCount: count == 0 ? 65536 : UInt32(count),
-                firstPort: get(UInt16.self, at: EntryValueLayout.firstPort, in: bytes),
-                checkWildcard: bytes[EntryValueLayout.flags.offset] & EntryFlags.checkWildcard != 0,
-                passWithoutSocket: bytes[EntryValueLayout.flags.offset] & EntryFlags.passWithoutSocket != 0),
-            destination
-        )
-    }
-
     static func put<T: FixedWidthInteger>(_ value: T, at field: Field, in bytes: inout [UInt8]) {
         precondition(field.size == MemoryLayout<T>.size)
         withUnsafeBytes(of: value.littleEndian) { raw in
@@ -195,10 +178,4 @@ public enum Layout {
         }
     }
 
-    static func get<T: FixedWidthInteger>(_: T.Type, at field: Field, in bytes: [UInt8]) -> T {
-        precondition(field.size == MemoryLayout<T>.size)
-        var result: T = 0
-        for i in (0..<field.size).reversed() { result = result << 8 | T(bytes[field.offset + i]) }
-        return result
-    }
 }
