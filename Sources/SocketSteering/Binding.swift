@@ -15,12 +15,12 @@ public struct PortSet: Hashable, Sendable, Comparable, CustomStringConvertible, 
         self.upper = upper
     }
 
-    /// One port.
+    /// One port. Port 0 makes no binding: `bind` and `apply` refuse it.
     public static func single(_ port: UInt16) -> PortSet { PortSet(uncheckedLower: port, upper: port) }
 
-    /// A range; `nil` if `lower > upper`.
+    /// A range; `nil` if `lower > upper` or if it is port 0 alone (no connection has it).
     public init?(_ lower: UInt16, _ upper: UInt16) {
-        guard lower <= upper else { return nil }
+        guard lower <= upper, upper > 0 else { return nil }
         self.init(uncheckedLower: lower, upper: upper)
     }
 
@@ -46,6 +46,7 @@ public struct PortSet: Hashable, Sendable, Comparable, CustomStringConvertible, 
         case 2:
             let (low, high) = (try port(parts[0]), try port(parts[1]))
             guard low <= high else { throw .invalidInput("range \(text) is empty: \(low) is above \(high)") }
+            guard high > 0 else { throw .invalidInput("port 0 is not a port; write * for all ports") }
             self.init(uncheckedLower: low, upper: high)
         default:
             throw .invalidInput("'\(text)' is not a port: write 80, 8000-8999 or *")

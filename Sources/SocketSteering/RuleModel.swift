@@ -249,6 +249,9 @@ struct RuleSet: Sendable {
 
     /// Inputs no table can hold.
     static func check(_ binding: Binding) throws(SteeringError) {
+        if binding.ports == .single(0) {
+            throw .invalidInput("port 0 is not a port; write * for all ports")
+        }
         let address = binding.prefix.address
         if !address.isIPv4, binding.prefix.length >= 96, address.unmappedIPv4 != nil {
             throw .invalidInput("'\(binding.prefix)' is an IPv4-mapped IPv6 prefix; write the IPv4 prefix instead")

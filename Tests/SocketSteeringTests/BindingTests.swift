@@ -9,8 +9,26 @@ struct BindingTests {
         #expect(try PortSet(parsing: "80") == .single(80))
         #expect(try PortSet(parsing: "8000-8999") == PortSet(8000, 8999))
         #expect(try PortSet(parsing: "*") == .all)
-        for bad in ["70000", "9-3", "", "a", "1-2-3", "0", "-5"] {
+        for bad in ["70000", "9-3", "", "a", "1-2-3", "0", "-5", "0-0"] {
             #expect(throws: SteeringError.self, "\(bad)") { try PortSet(parsing: bad) }
+        }
+        #expect(PortSet(0, 0) == nil)
+        #expect(throws: SteeringError.self) {
+            try RuleSet([Binding(label: "x", transport: .tcp, prefix: IPPrefix("127.0.0.1")!, ports: .single(0))])
+        }
+        // Every set that can be made reads back from its text (bind, export and apply agree).
+        var generator = SeededGenerator(seed: 0)
+        for (lower, upper) in [(0, 1023), (0, 65535), (1, 1), (65535, 65535)]
+            + (0..<1000).map({ _ in
+                let a = UInt16.random(in: 0...65535, using: &generator)
+                return (Int(a), Int(UInt16.random(in: a...65535, using: &generator)))
+            })
+        {
+            guard let set = PortSet(UInt16(lower), UInt16(upper)) else {
+                #expect(lower == 0 && upper == 0)
+                continue
+            }
+            #expect(try PortSet(parsing: set.description) == set, "\(lower)-\(upper)")
         }
         let b = try Binding(label: "web", protocol: "TCP", prefix: "10.1.2.3/8", ports: "80")
         #expect(b.prefix.description == "10.0.0.0/8")
