@@ -90,34 +90,37 @@ extension Dispatcher {
             let destination = Layout.destination(label: labelID, transport: transport, ipv6: ipv6)
             let described = Destination(label: label, transport: transport, ipv6: ipv6)
             let live = try sockets(destination: destination)
-            if let slot = live.first(where: { $0.cookie == cookie })?.slot {
-                result.append(Registration(destination: described, cookie: cookie, slot: slot, alreadyRegistered: true))
-                continue
-            }
-            guard live.count < Layout.socketsPerDestination else {
+            let known = live.first(where: { $0.cookie == cookie })
+            guard known != nil || live.count < Layout.socketsPerDestination else {
                 throw SteeringError.limit(
                     "\(described) already has \(Layout.socketsPerDestination) live sockets; close or unregister some")
             }
-            try spread(socket, destination: destination, described: described)
+            // A socket already there still gets its full share: a registration killed
+            // half-way is finished by running it again.
+            let changed = try spread(socket, destination: destination, described: described)
             result.append(
-                Registration(destination: described, cookie: cookie, slot: live.count, alreadyRegistered: false))
+                Registration(
+                    destination: described, cookie: cookie, slot: known?.slot ?? live.count,
+                    alreadyRegistered: known != nil && changed == 0))
         }
         logger.info("registered", metadata: ["label": "\(label)", "cookie": "\(hexCookie(cookie))"])
         return result
     }
 
-    /// Gives a new socket its share of a destination's slots: every empty slot, then slots of
-    /// the sockets that hold the most, until it holds 16 / n of them. Other slots are left
-    /// alone (the kernel only takes a SOCKMAP update with a descriptor, and only the new
-    /// socket's is at hand), so a destination with a socket is never seen empty.
-    func spread(_ socket: Socket, destination: UInt32, described: Destination) throws {
+    /// Gives a socket its share of a destination's slots: every empty slot, then slots of the
+    /// sockets that hold the most, until it holds 16 / n of them (n counting it). Other slots
+    /// are left alone (the kernel only takes a SOCKMAP update with a descriptor, and only this
+    /// socket's is at hand), so a destination with a socket is never seen empty. Returns how
+    /// many slots it wrote.
+    @discardableResult
+    func spread(_ socket: Socket, destination: UInt32, described: Destination) throws -> Int {
         var current = try slots(destination: destination)
-        let live = Set(current.compactMap { $0 })
         let cookie = try socket.cookie()
-        let share = max(1, Layout.socketsPerDestination / (live.count + 1))
+        let others = Set(current.compactMap { $0 }).subtracting([cookie])
+        let share = max(1, Layout.socketsPerDestination / (others.count + 1))
         var chosen = current.indices.filter { current[$0] == nil }
         for slot in chosen { current[slot] = cookie }
-        while chosen.count < share {
+        while current.filter({ $0 == cookie }).count < share {
             var counts: [UInt64: [Int]] = [:]
             for (slot, holder) in current.enumerated() {
                 if let holder, holder != cookie { counts[holder, default: []].append(slot) }
@@ -136,6 +139,7 @@ extension Dispatcher {
                 throw SteeringError.unsuitableSocket("the kernel refused the socket for \(described): \(error)")
             }
         }
+        return chosen.count
     }
 
     /// Removes every socket of a destination.

@@ -409,11 +409,19 @@ extension Dispatcher {
         }
         // `program` is the attached one (a switch can die before its rename).
         let attached = try Link.openPinned(at: "\(directory)/link").info().programID
+        let staging = "\(directory)/program-next"
         if (try? Program.openPinned(at: "\(directory)/program").info().id) != attached {
-            try Program.open(id: attached).pin(at: "\(directory)/program-next")
-            rename("\(directory)/program-next", "\(directory)/program")
+            // A switch killed before its rename left the attached program at the staging name.
+            if (try? Program.openPinned(at: staging).info().id) != attached {
+                unlink(staging)
+                try Program.open(id: attached).pin(at: staging)
+                chmod(staging, 0o640)
+            }
+            guard rename(staging, "\(directory)/program") == 0 else {
+                throw SteeringError.kernel("cannot pin the attached program as program: \(errnoDescription(errno))")
+            }
         }
-        unlink("\(directory)/program-next")
+        unlink(staging)
         if meta.pending != 0 {
             let idle = 1 - active
             logger.warning("repairing an interrupted change", metadata: ["copy": "\(idle)"])
