@@ -26,6 +26,36 @@ public enum BPFFileSystem {
         }
     }
 
+    /// The permission bits of the directory at `path` (a bpffs mount point: 0o1777 when
+    /// mounted without `-o mode=`), or nil if it cannot be read.
+    public static func mode(at path: String) -> UInt32? {
+        var info = stat()
+        guard stat(path, &info) == 0 else { return nil }
+        return UInt32(info.st_mode & 0o7777)
+    }
+
+    /// Whether every user may create entries at `path` (world-writable): any of them can then
+    /// plant a directory or link where a root service's state belongs.
+    public static func isWorldWritable(at path: String) -> Bool {
+        mode(at: path).map { $0 & 0o002 != 0 } ?? false
+    }
+
+    /// Whether this process runs in a mount namespace other than that of process 1 or of its
+    /// parent, as under `ip netns exec` or `unshare -m` (both exec the command in a namespace
+    /// they made): a mount made here is not seen by others and is gone when the namespace
+    /// ends. Namespaces that cannot be read (another user namespace) are not compared.
+    public static func inPrivateMountNamespace() -> Bool {
+        func namespace(_ process: String) -> (dev_t, ino_t)? {
+            var info = stat()
+            guard stat("/proc/\(process)/ns/mnt", &info) == 0 else { return nil }
+            return (info.st_dev, info.st_ino)
+        }
+        guard let ours = namespace("self") else { return false }
+        return [namespace("1"), namespace("\(getppid())")].contains { other in
+            other.map { $0 != ours } ?? false
+        }
+    }
+
     /// Unmounts what is mounted at `path` (lazily: pins are gone once nothing uses them).
     public static func unmount(at path: String) throws(BPFError) {
         try kernelCall("unmount \(path)") { cbpf_umount(path) }
@@ -42,15 +72,16 @@ public enum BPFFileSystem {
         /// The mount point.
         public let path: String
 
-        /// Creates a temporary directory and mounts a bpf filesystem on it; both are removed on release.
-        public init() throws(BPFError) {
+        /// Creates a temporary directory and mounts a bpf filesystem on it, its root with
+        /// permission bits `mode`; both are removed on release.
+        public init(mode: UInt32 = 0o700) throws(BPFError) {
             var template = Array("/tmp/sksteer-bpffs-XXXXXX".utf8CString)
             guard let made = mkdtemp(&template) else {
                 throw BPFError(operation: "create a temporary directory", code: errno)
             }
             path = String(cString: made)
             do {
-                try BPFFileSystem.mount(at: path)
+                try BPFFileSystem.mount(at: path, mode: mode)
             } catch {
                 rmdir(path)
                 throw error

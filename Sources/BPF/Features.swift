@@ -24,6 +24,8 @@ public struct FeatureReport: Sendable, Codable {
     public var capabilities: [String]
     /// Whether a bpf filesystem is mounted at /sys/fs/bpf.
     public var bpffsMounted: Bool
+    /// The permission bits of /sys/fs/bpf when mounted (0o1777 lets every user plant entries).
+    public var bpffsMode: UInt32?
     /// The outcome of every probe, in the order they ran.
     public var probes: [Probe]
 
@@ -77,7 +79,9 @@ public struct FeatureReport: Sendable, Codable {
         )
         return FeatureReport(
             kernelRelease: BPF.kernelRelease(), capabilities: effectiveCapabilities(),
-            bpffsMounted: BPFFileSystem.isMounted(at: BPFFileSystem.defaultPath), probes: probes)
+            bpffsMounted: BPFFileSystem.isMounted(at: BPFFileSystem.defaultPath),
+            bpffsMode: BPFFileSystem.isMounted(at: BPFFileSystem.defaultPath)
+                ? BPFFileSystem.mode(at: BPFFileSystem.defaultPath) : nil, probes: probes)
     }
 
     static func explain(_ error: BPFError) -> String {

@@ -335,7 +335,8 @@ func pinHints(_ path: String) -> [Int32: String] {
         EINVAL: "\(path) is not on a bpf filesystem, or is not a BPF object",
     ]
     if !BPFFileSystem.isMounted(at: parentDirectory(path)) {
-        hints[EPERM] = "\(parentDirectory(path)) is not on a bpf filesystem; mount one (mount -t bpf bpf DIR)"
+        hints[EPERM] =
+            "\(parentDirectory(path)) is not on a bpf filesystem; mount one (mount -t bpf -o mode=0700 bpf DIR)"
     }
     return hints
 }

@@ -50,7 +50,8 @@ public final class Dispatcher {
     static func checkFileSystem(_ bpffs: String) throws {
         guard BPFFileSystem.isMounted(at: bpffs) else {
             throw SteeringError.notLoaded(
-                "\(bpffs) is not a bpf filesystem: mount one (mount -t bpf bpf \(bpffs)) or pass --bpffs DIR")
+                "\(bpffs) is not a bpf filesystem: mount one (mount -t bpf -o mode=0700 bpf \(bpffs)) or pass --bpffs DIR"
+            )
         }
     }
 
@@ -67,11 +68,25 @@ public final class Dispatcher {
     ) throws -> Dispatcher {
         try checkFileSystem(bpffs)
         let directory = try stateDirectory(bpffs: bpffs, namespace: namespace)
-        if access(directory, F_OK) == 0 {
-            if try isStale(directory, namespace: namespace) {
+        if BPFFileSystem.isWorldWritable(at: bpffs) {
+            let mode = String(BPFFileSystem.mode(at: bpffs) ?? 0, radix: 8)
+            logger.warning(
+                "\(bpffs) is writable by every user (mode \(mode)): anyone can put entries where the state belongs (sksteer removes them, never follows them); chmod 0700 \(bpffs), and mount it with -o mode=0700"
+            )
+        }
+        var existing = stat()
+        if lstat(directory, &existing) == 0 {
+            if let reason = untrusted(directory) {
+                // Planted by someone else (possible only on a bpffs others can write): never
+                // used, never followed; removed, and a state of our own is built.
+                logger.warning(
+                    "removing what someone else put at the state directory",
+                    metadata: ["directory": "\(directory)", "reason": "\(reason)"])
+                try removeUntrusted(directory)
+            } else if try isStale(directory, namespace: namespace) {
                 logger.warning(
                     "removing the state of a namespace that no longer exists", metadata: ["directory": "\(directory)"])
-                try removeState(directory)
+                try removeState(directory, namespace: namespace)
             } else {
                 return try open(namespace: namespace, bpffs: bpffs, logger: logger)
             }
@@ -104,7 +119,7 @@ public final class Dispatcher {
             // after it leaves state without a link, which the open below attaches.
             guard rename(temporary, directory) == 0 else {
                 let code = errno
-                removeTree(temporary)
+                _ = try? removeTree(temporary)
                 if code == EEXIST || code == ENOTEMPTY {
                     return try open(namespace: namespace, bpffs: bpffs, logger: logger)
                 }
@@ -112,7 +127,7 @@ public final class Dispatcher {
             }
             logger.info("loaded", metadata: ["directory": "\(directory)"])
         } catch {
-            removeTree(temporary)
+            _ = try? removeTree(temporary)
             throw error
         }
         // Attached once the state is in place (a load killed here leaves state without a
@@ -123,7 +138,7 @@ public final class Dispatcher {
             try link.pin(at: "\(directory)/link")
             chmod("\(directory)/link", 0o640)
         } catch {
-            _ = try? removeState(directory)
+            _ = try? removeState(directory, namespace: namespace)
             throw error
         }
         return try open(namespace: namespace, bpffs: bpffs, logger: logger)
@@ -153,7 +168,7 @@ public final class Dispatcher {
             let fd = Glibc.open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
             guard fd >= 0 else { continue }
             defer { close(fd) }
-            if flock(fd, LOCK_EX | LOCK_NB) == 0 { removeTree(path) }
+            if flock(fd, LOCK_EX | LOCK_NB) == 0 { _ = try? removeTree(path) }
         }
     }
 
@@ -238,26 +253,74 @@ public final class Dispatcher {
         let directory = try stateDirectory(bpffs: bpffs, namespace: namespace)
         removeAbandonedBuilds(in: bpffs)
         // Not loaded: nothing to do (unload is idempotent).
-        guard access(directory, F_OK) == 0 else { return [] }
-        try checkDirectory(directory)
-        return try removeState(directory)
+        var info = stat()
+        guard lstat(directory, &info) == 0 else { return [] }
+        if untrusted(directory) != nil { return try removeUntrusted(directory) }
+        return try removeState(directory, namespace: namespace)
     }
 
+    /// Removes a state directory, detaching its link first if the link steers `namespace`
+    /// (a link of another namespace, which a planted entry could lead to, is never touched).
     @discardableResult
-    static func removeState(_ directory: String) throws -> [String] {
+    static func removeState(_ directory: String, namespace: NetworkNamespace) throws -> [String] {
         // Take the lock, so a command still at work finishes first.
         let fd = Glibc.open(directory, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
         if fd >= 0 {
             while flock(fd, LOCK_EX) != 0 && errno == EINTR {}
         }
         defer { if fd >= 0 { close(fd) } }
-        if let link = try? Link.openPinned(at: "\(directory)/link") { try? link.detach() }
-        return removeTree(directory)
+        var info = stat()
+        if lstat("\(directory)/link", &info) == 0, info.st_mode & S_IFMT != S_IFLNK,
+            let link = try? Link.openPinned(at: "\(directory)/link"),
+            let inode = try? link.info().namespaceInode, UInt64(inode) == (try? namespace.inode())
+        {
+            try? link.detach()
+        }
+        return try removeTree(directory)
     }
 
+    /// Removes what someone else put at a state directory's name without following or using
+    /// it: a symbolic link or file is unlinked, a directory emptied by name and removed.
     @discardableResult
-    static func removeTree(_ directory: String) -> [String] {
-        guard let handle = opendir(directory) else { return [] }
+    static func removeUntrusted(_ directory: String) throws -> [String] {
+        var info = stat()
+        guard lstat(directory, &info) == 0 else { return [] }
+        if info.st_mode & S_IFMT != S_IFDIR {
+            guard unlink(directory) == 0 || errno == ENOENT else {
+                throw SteeringError.kernel("cannot remove \(directory): \(errnoDescription(errno))")
+            }
+            return [directory]
+        }
+        return try removeTree(directory)
+    }
+
+    /// Why a state directory cannot be trusted, or nil: it must be a real directory (not a
+    /// symbolic link), owned by root or by this user, and writable by nobody else.
+    static func untrusted(_ directory: String) -> String? {
+        var info = stat()
+        guard lstat(directory, &info) == 0 else { return nil }
+        guard info.st_mode & S_IFMT == S_IFDIR else { return "it is not a directory (a symbolic link?)" }
+        guard info.st_uid == 0 || info.st_uid == geteuid() else { return "it belongs to user \(info.st_uid)" }
+        guard info.st_mode & 0o022 == 0 else {
+            return "it is writable by others (mode \(String(info.st_mode & 0o777, radix: 8)))"
+        }
+        return nil
+    }
+
+    /// Removes a state directory and everything pinned in it, by names read from the
+    /// directory itself (a half-removed or foreign state goes too). Returns the removed names;
+    /// throws, naming them, if any entry or the directory could not be removed.
+    @discardableResult
+    static func removeTree(_ directory: String) throws -> [String] {
+        let fd = Glibc.open(directory, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+        guard fd >= 0 else {
+            if errno == ENOENT { return [] }
+            throw SteeringError.kernel("cannot open \(directory) to remove it: \(String(cString: strerror(errno)))")
+        }
+        defer { close(fd) }
+        guard let handle = fdopendir(dup(fd)) else {
+            throw SteeringError.kernel("cannot read \(directory) to remove it: \(String(cString: strerror(errno)))")
+        }
         var names: [String] = []
         while let entry = readdir(handle) {
             let name = withUnsafeBytes(of: entry.pointee.d_name) {
@@ -266,30 +329,36 @@ public final class Dispatcher {
             if name != "." && name != ".." { names.append(name) }
         }
         closedir(handle)
-        for name in names { unlink("\(directory)/\(name)") }
-        rmdir(directory)
-        return names.sorted()
+        var removed: [String] = []
+        var failures: [String] = []
+        func attempt(_ what: String, _ call: () -> Int32) -> Bool {
+            while true {
+                if call() == 0 || errno == ENOENT { return true }
+                if errno != EINTR {
+                    failures.append("\(what): \(String(cString: strerror(errno)))")
+                    return false
+                }
+            }
+        }
+        // unlinkat on the directory we opened: a directory swapped in under the same name
+        // meanwhile is not touched.
+        for name in names.sorted() where attempt(name, { unlinkat(fd, name, 0) }) { removed.append(name) }
+        if failures.isEmpty { _ = attempt(directory, { rmdir(directory) }) }
+        guard failures.isEmpty else {
+            throw SteeringError.kernel(
+                "could not remove all of \(directory) (\(failures.joined(separator: "; "))); run sksteer unload again")
+        }
+        return removed
     }
 
-    /// Refuses a state directory that someone other than us could have made or changed: it
-    /// must be a real directory (not a symbolic link), owned by root or by this user, and
-    /// writable by nobody else.
+    /// Refuses a state directory that someone other than us could have made or changed (see
+    /// ``untrusted(_:)``); `load` and `unload` remove such an entry instead.
     static func checkDirectory(_ directory: String) throws {
-        var info = stat()
-        guard lstat(directory, &info) == 0 else { return }
-        guard info.st_mode & S_IFMT == S_IFDIR else {
+        if let reason = untrusted(directory) {
             throw SteeringError.conflict(
-                "\(directory) is not a directory (a symbolic link?); someone else made it: remove it and load again")
-        }
-        guard info.st_uid == 0 || info.st_uid == geteuid() else {
-            throw SteeringError.conflict(
-                "\(directory) belongs to user \(info.st_uid), not to root: someone else made it; remove it"
-                    + " (rm -r \(directory)) and mount the bpf filesystem with mode 0700 (mount -t bpf -o mode=0700 bpf DIR)"
+                "\(directory) is not a state of ours: \(reason); someone else made it. Run sksteer unload to remove it"
+                    + " (nothing is followed), and mount the bpf filesystem with mode 0700 (mount -t bpf -o mode=0700 bpf DIR)"
             )
-        }
-        guard info.st_mode & 0o022 == 0 else {
-            throw SteeringError.conflict(
-                "\(directory) is writable by others (mode \(String(info.st_mode & 0o777, radix: 8))); chmod 750 it")
         }
     }
 

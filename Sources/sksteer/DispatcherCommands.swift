@@ -55,6 +55,15 @@ struct Load: ParsableCommand {
     func run() throws {
         try reporting {
             if mount && !BPFFileSystem.isMounted(at: state.bpffs) {
+                // Under `ip netns exec` (or `unshare -m`) a mount is made in that command's
+                // own mount namespace and is gone, with all the state, when it exits.
+                if BPFFileSystem.inPrivateMountNamespace() {
+                    throw ToolError(
+                        "sksteer runs in a mount namespace of its own (as under ip netns exec), where a bpf filesystem"
+                            + " it mounts disappears when it exits; mount one from the host"
+                            + " (mount -t bpf -o mode=0700 bpf \(state.bpffs)) and run without --mount,"
+                            + " or use --netns /run/netns/NAME instead of ip netns exec")
+                }
                 try BPFFileSystem.mount(at: state.bpffs)
             }
             let dispatcher = try Dispatcher.load(

@@ -130,7 +130,13 @@ struct Doctor: ParsableCommand {
             }
             print("bpffs        \(report.bpffsMounted ? "mounted at /sys/fs/bpf" : "not mounted at /sys/fs/bpf")")
             if !report.bpffsMounted {
-                print("  fix: mount -t bpf bpf /sys/fs/bpf (sksteer can also use a private one: --bpffs DIR)")
+                print(
+                    "  fix: mount -t bpf -o mode=0700 bpf /sys/fs/bpf (sksteer can also use a private one: --bpffs DIR)"
+                )
+            } else if let mode = report.bpffsMode, mode & 0o002 != 0 {
+                print("  warning: /sys/fs/bpf is writable by every user (mode \(String(mode, radix: 8))); any user can")
+                print("  put entries where a root service keeps its state. fix: chmod 0700 /sys/fs/bpf")
+                print("  (and mount it with -o mode=0700 at boot)")
             }
             for probe in report.probes {
                 print("\(probe.available ? "ok " : "NO ") \(probe.name)")
