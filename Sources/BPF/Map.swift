@@ -118,6 +118,17 @@ public final class Map: Sendable, CustomStringConvertible {
         }
     }
 
+    /// The kernel reads exactly ``lookupValueSize`` bytes of an update's value (one value per
+    /// possible CPU for per-CPU maps): anything else would store bytes from beyond the buffer.
+    private func checkValue(_ count: Int, _ what: String) throws(BPFError) {
+        guard count == lookupValueSize else {
+            throw BPFError(
+                operation: "\(what) in map \"\(name)\"", code: EINVAL, kind: .invalidArgument,
+                hint: "the value has \(count) bytes; this map's values have \(lookupValueSize)"
+                    + (type.isPerCPU ? " (\(valueSize) rounded up to 8, for each of \(possibleCPUCount) CPUs)" : ""))
+        }
+    }
+
     /// The value for `key`, or `nil` if there is none (`BPF_MAP_LOOKUP_ELEM`).
     public func lookup(_ key: [UInt8]) throws(BPFError) -> [UInt8]? {
         try check(key, "lookup")
@@ -132,8 +143,10 @@ public final class Map: Sendable, CustomStringConvertible {
 
     /// Sets `key` to `value` (`BPF_MAP_UPDATE_ELEM`). For SOCKMAP and SOCKHASH the value is a
     /// socket descriptor; see ``SocketMap``.
+    /// The value must have ``lookupValueSize`` bytes; a key or value of another size throws.
     public func update(_ key: [UInt8], _ value: [UInt8], mode: UpdateMode = .any) throws(BPFError) {
         try check(key, "update")
+        try checkValue(value.count, "update")
         let hints: [Int32: String] = [
             EEXIST: "the key already exists (update mode onlyNew)",
             ENOENT: "the key does not exist (update mode onlyExisting)",
@@ -186,25 +199,57 @@ public final class Map: Sendable, CustomStringConvertible {
         var keys: [UInt8] = []
         var values: [UInt8] = []
         keys.reserveCapacity(entries.count * keySize)
-        values.reserveCapacity(entries.count * valueSize)
+        values.reserveCapacity(entries.count * lookupValueSize)
         for (key, value) in entries {
             try check(key, "batch update")
+            try checkValue(value.count, "batch update")
             keys += key
             values += value
         }
-        var count = UInt32(entries.count)
-        let result = keys.withUnsafeMutableBytes { k in
-            values.withUnsafeMutableBytes { v in
-                cbpf_map_batch(
-                    Int32(BPF_MAP_UPDATE_BATCH.rawValue), descriptor.rawValue, nil, nil, k.baseAddress, v.baseAddress,
-                    &count, mode.rawValue, 0)
+        try updateBatch(keys: keys, values: values, mode: mode)
+    }
+
+    /// Updates many entries given as contiguous buffers: `keys` holds n keys of ``keySize``
+    /// bytes, `values` n values of ``lookupValueSize`` bytes, in the same order. The form for
+    /// large batches, without an array per entry.
+    public func updateBatch(keys: [UInt8], values: [UInt8], mode: UpdateMode = .any) throws(BPFError) {
+        guard !keys.isEmpty || !values.isEmpty else { return }
+        let n = keys.count / keySize
+        guard keys.count == n * keySize, values.count == n * lookupValueSize else {
+            throw BPFError(
+                operation: "batch update in map \"\(name)\"", code: EINVAL, kind: .invalidArgument,
+                hint:
+                    "\(keys.count) key bytes and \(values.count) value bytes are not n keys of \(keySize) and n values"
+                    + " of \(lookupValueSize)")
+        }
+        // At most 2^20 entries per call, so no single call holds the map's lock for long.
+        let chunk = 1 << 20
+        var first = 0
+        while first < n {
+            let last = min(n, first + chunk)
+            var count = UInt32(last - first)
+            let result = keys.withUnsafeBytes { k in
+                values.withUnsafeBytes { v in
+                    cbpf_map_batch(
+                        Int32(BPF_MAP_UPDATE_BATCH.rawValue), descriptor.rawValue, nil, nil,
+                        UnsafeMutableRawPointer(mutating: k.baseAddress! + first * keySize),
+                        UnsafeMutableRawPointer(mutating: v.baseAddress! + first * lookupValueSize), &count,
+                        mode.rawValue,
+                        0)
+                }
             }
+            if result == -Int(EINVAL) || result == -Int(kernelNotSupported) || result == -Int(EOPNOTSUPP) {
+                // No batch operations for this map type (or this kernel): one update per entry.
+                for i in (first + Int(count))..<last {
+                    try update(
+                        Array(keys[i * keySize..<(i + 1) * keySize]),
+                        Array(values[i * lookupValueSize..<(i + 1) * lookupValueSize]), mode: mode)
+                }
+            } else if result < 0 {
+                throw BPFError(operation: "batch update of map \"\(name)\"", code: Int32(-result))
+            }
+            first = last
         }
-        if result == -Int(EINVAL) || result == -Int(kernelNotSupported) || result == -Int(EOPNOTSUPP) {
-            for (key, value) in entries.dropFirst(Int(count)) { try update(key, value, mode: mode) }
-            return
-        }
-        if result < 0 { throw BPFError(operation: "batch update of map \"\(name)\"", code: Int32(-result)) }
     }
 
     /// Reads every entry in as few calls as the kernel allows (`BPF_MAP_LOOKUP_BATCH`), falling

@@ -377,7 +377,9 @@ public final class Dispatcher {
     func ruleSet(copy: Int) throws -> RuleSet {
         let names = try labelNames()
         var groups: [RuleSet.GroupKey: RuleSet.Group] = [:]
-        for (key, value) in try maps.copies[copy].groups.entries() {
+        let records = try maps.copies[copy].groups.entries()
+        groups.reserveCapacity(records.count)
+        for (key, value) in records {
             guard let (groupKey, _) = GroupRecord.decodeKey(key),
                 GroupRecord.decode(value, into: &groups[groupKey, default: RuleSet.Group()], labels: names)
             else {
@@ -463,10 +465,10 @@ public final class Dispatcher {
     @discardableResult
     func apply(_ desired: [Binding], incrementalUpTo limit: Int) throws -> Plan {
         try requireWritable()
-        for label in Set(desired.map(\.label)) { try Binding.checkLabel(label) }
+        try timed("check the labels") { for label in Set(desired.map(\.label)) { try Binding.checkLabel(label) } }
         let wanted = try timed("build the rule set") { try RuleSet(desired) }
         let current = try timed("read the rule set") { try ruleSet(copy: activeCopy()) }
-        let plan = Self.plan(from: current, to: wanted)
+        let plan = timed("plan") { Self.plan(from: current, to: wanted) }
         if plan.isEmpty { return plan }
         if plan.added.count + plan.removed.count <= limit {
             try change(adding: plan.added, removing: plan.removed)

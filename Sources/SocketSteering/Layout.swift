@@ -158,6 +158,52 @@ public enum Layout {
         }
     }
 
+    /// The key size of a lane's table.
+    static func keySize(_ table: Table, _ lane: Lane) -> Int {
+        switch table {
+        case .host: 2 + lane.addressSize
+        case .exact: 6 + lane.addressSize
+        case .wild: 4 + lane.addressSize
+        }
+    }
+
+    /// Appends the key bytes of an entry (the bytes of ``encode(_:)``) to `bytes`.
+    static func append(_ key: EntryKey, to bytes: inout [UInt8]) {
+        func raw<T>(_ value: T) { withUnsafeBytes(of: value) { bytes.append(contentsOf: $0) } }
+        switch key.table {
+        case .host: break
+        case .exact: raw(UInt32(16 + Int(key.prefix.length)))
+        case .wild: raw(UInt32(key.prefix.length))
+        }
+        if key.table != .wild { raw(key.port) }
+        if key.lane.ipv6 {
+            raw(key.prefix.high.bigEndian)
+            raw(key.prefix.low.bigEndian)
+        } else {
+            raw(UInt32(truncatingIfNeeded: key.prefix.high >> 32).bigEndian)
+        }
+    }
+
+    /// Appends the value bytes of an entry (the bytes of ``encode(_:label:lane:)``) to `bytes`.
+    static func append(_ value: EntryValue, label: UInt32, lane: Lane, to bytes: inout [UInt8]) {
+        let base = bytes.count
+        bytes.append(contentsOf: repeatElement(0, count: EntryValueLayout.size))
+        func put<T: FixedWidthInteger>(_ value: T, at field: Field) {
+            precondition(field.size == MemoryLayout<T>.size)
+            withUnsafeBytes(of: value.littleEndian) { raw in
+                for i in 0..<field.size { bytes[base + field.offset + i] = raw[i] }
+            }
+        }
+        put(destination(label: label, lane: lane), at: EntryValueLayout.destination)
+        put(value.mappedLength, at: EntryValueLayout.mappedLength)
+        put(
+            (value.checkWildcard ? EntryFlags.checkWildcard : 0)
+                | (value.passWithoutSocket ? EntryFlags.passWithoutSocket : 0),
+            at: EntryValueLayout.flags)
+        put(UInt16(truncatingIfNeeded: value.portCount), at: EntryValueLayout.portCount)
+        put(value.firstPort, at: EntryValueLayout.firstPort)
+    }
+
     /// The value bytes of an entry.
     static func encode(_ value: EntryValue, label: UInt32, lane: Lane) -> [UInt8] {
         var bytes = [UInt8](repeating: 0, count: EntryValueLayout.size)

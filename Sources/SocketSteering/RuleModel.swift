@@ -150,6 +150,7 @@ struct RuleSet: Sendable {
 
     /// Builds a rule set; conflicting bindings (same rule, other label) throw.
     init(_ bindings: [Binding]) throws(SteeringError) {
+        groups.reserveCapacity(bindings.count)
         for binding in bindings { try insert(binding) }
     }
 

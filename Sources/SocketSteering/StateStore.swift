@@ -1,5 +1,7 @@
 import BPF
 import BPFAssembly
+import Dispatch
+import Synchronization
 
 #if canImport(Glibc)
     import Glibc
@@ -48,7 +50,7 @@ extension Dispatcher {
         let old = timed("compile the current rules") { current.tables() }
         let new = timed("compile the new rules") { desired.tables() }
         try timed("check the limits") { try checkLimits(desired, new) }
-        let labels = try assignLabels(for: desired)
+        let labels = try timed("assign the labels") { try assignLabels(for: desired) }
         var groups: [RuleSet.GroupKey: RuleSet.Group?] = [:]
         var oldPages: [RuleSet.GroupKey: Int] = [:]
         for binding in plan.added + plan.removed {
@@ -57,7 +59,7 @@ extension Dispatcher {
             oldPages[key] =
                 current.groups[key].map { max(1, ($0.finite.count + GroupRecord.slots - 1) / GroupRecord.slots) } ?? 0
         }
-        let census = Census.counts(desired)
+        let census = timed("count the census") { Census.counts(desired) }
         let oldCensus = Census.counts(current)
         let write = CopyWrite(
             entries: new.changes(from: old), ports: Self.portWords(new).changes(from: Self.portWords(old)),
@@ -65,8 +67,9 @@ extension Dispatcher {
             groups: groups, oldPages: oldPages,
             census: Array(Set(census.keys).union(oldCensus.keys)).map { ($0, census[$0] ?? 0) },
             count: UInt32(desired.count), labels: labels)
-        try commit { copy in try self.write(write, to: copy) }
-        try collectLabels(inUse: desired.labels)
+        let encoded = timed("encode the change") { encode(write) }
+        try commit { copy in try self.write(encoded, to: copy) }
+        try timed("collect the labels") { try collectLabels(inUse: desired.labels) }
     }
 
     /// The commit protocol around a change written by `body` to one copy at a time.
@@ -318,53 +321,142 @@ extension Dispatcher {
         }
     }
 
-    /// Writes a change to one copy. The copy is not read by the program while this runs.
-    func write(_ change: CopyWrite, to copy: Int) throws {
-        let maps = self.maps.copies[copy]
-        // One list per table, indexed by lane × 3 + table (no string keys per entry).
-        let tableCount = Table.allCases.count
-        var byMap = [[(key: [UInt8], value: [UInt8])]](repeating: [], count: Lane.allCases.count * tableCount)
-        // Sorted by address, so the trie's inserts walk nodes that are already in cache.
-        let upserts = change.entries.upserts.sorted { a, b in
-            (a.0.lane.index, a.0.table.rawValue, a.0.port, a.0.prefix)
-                < (b.0.lane.index, b.0.table.rawValue, b.0.port, b.0.prefix)
-        }
-        var lastLabel = ""
-        var lastID: UInt32 = 0
-        for (key, value) in upserts {
-            if value.label != lastLabel {
-                lastLabel = value.label
-                lastID = change.labels[value.label]!
-            }
-            byMap[key.lane.index * tableCount + Int(key.table.rawValue)].append(
-                (Layout.encode(key), Layout.encode(value, label: lastID, lane: key.lane)))
-        }
-        for lane in Lane.allCases {
-            for table in Table.allCases {
-                let entries = byMap[lane.index * tableCount + Int(table.rawValue)]
-                if !entries.isEmpty {
-                    try timed("write \(entries.count) \(lane) \(table) entries") {
-                        try maps.tables[lane]![table]!.updateBatch(entries)
-                    }
-                }
-            }
-        }
-        for key in change.entries.deletes { _ = try maps.map(key).delete(Layout.encode(key)) }
-        try maps.ports.updateBatch(change.ports.upserts.map { (rawBytes(of: $0.0), rawBytes(of: $0.1)) })
-        try maps.hostFilter.updateBatch(change.filter.upserts.map { (rawBytes(of: $0.0), rawBytes(of: $0.1)) })
-        var records: [(key: [UInt8], value: [UInt8])] = []
+    /// A ``CopyWrite`` encoded once for both copies: each table's entries, and the group
+    /// records, as contiguous key and value buffers in the order they are written.
+    struct EncodedWrite {
+        /// Per table (lane × 3 + table): its upserts, sorted by port and address so the trie's
+        /// inserts walk nodes that are already in cache.
+        var tables: [(keys: [UInt8], values: [UInt8], count: Int)]
+        var deletes: [EntryKey]
+        var ports: [(UInt32, UInt64)]
+        var filter: [(UInt32, UInt64)]
+        var groupKeys: [UInt8]
+        var groupValues: [UInt8]
+        var groupCount: Int
+        var staleGroups: [[UInt8]]
+        var census: [(UInt32, UInt32)]
+        var count: UInt32
+    }
+
+    /// The group records of a change, as contiguous buffers, and the pages to delete.
+    static func encodeGroups(_ change: CopyWrite) -> (keys: [UInt8], values: [UInt8], count: Int, stale: [[UInt8]]) {
+        var groupKeys: [UInt8] = []
+        var groupValues: [UInt8] = []
+        var groupCount = 0
         var stale: [[UInt8]] = []
+        groupKeys.reserveCapacity(change.groups.count * GroupRecord.keySize)
+        groupValues.reserveCapacity(change.groups.count * GroupRecord.valueSize)
         for (key, group) in change.groups {
             let pages = group.map { GroupRecord.encode($0, labels: change.labels) } ?? []
             for (index, page) in pages.enumerated() {
-                records.append((GroupRecord.key(key, page: UInt16(index)), page))
+                groupKeys += GroupRecord.key(key, page: UInt16(index))
+                groupValues += page
+                groupCount += 1
             }
             for index in pages.count..<max(pages.count, change.oldPages[key] ?? 0) {
                 stale.append(GroupRecord.key(key, page: UInt16(index)))
             }
         }
-        try timed("write \(records.count) group records") { try maps.groups.updateBatch(records) }
-        for key in stale { _ = try maps.groups.delete(key) }
+        return (groupKeys, groupValues, groupCount, stale)
+    }
+
+    func encode(_ change: CopyWrite) -> EncodedWrite {
+        // The group records are encoded on a second thread meanwhile.
+        let records = Mutex<(keys: [UInt8], values: [UInt8], count: Int, stale: [[UInt8]])?>(nil)
+        let encoding = DispatchGroup()
+        DispatchQueue.global().async(group: encoding) {
+            let encoded = Self.encodeGroups(change)
+            records.withLock { $0 = encoded }
+        }
+        let tableCount = Table.allCases.count
+        // Sort handles, not entries: (port, address, length) and the entry's index.
+        struct Handle {
+            var port: UInt16
+            var high: UInt64
+            var low: UInt64
+            var length: UInt8
+            var index: Int32
+        }
+        var buckets = [[Handle]](repeating: [], count: Lane.allCases.count * tableCount)
+        let upserts = change.entries.upserts
+        for (index, (key, _)) in upserts.enumerated() {
+            buckets[key.lane.index * tableCount + Int(key.table.rawValue)].append(
+                Handle(
+                    port: key.port, high: key.prefix.high, low: key.prefix.low, length: key.prefix.length,
+                    index: Int32(index)))
+        }
+        var tables: [(keys: [UInt8], values: [UInt8], count: Int)] = []
+        var lastLabel = ""
+        var lastID: UInt32 = 0
+        for var handles in buckets {
+            handles.sort { ($0.port, $0.high, $0.low, $0.length) < ($1.port, $1.high, $1.low, $1.length) }
+            var keys: [UInt8] = []
+            var values: [UInt8] = []
+            if let first = handles.first {
+                let key = upserts[Int(first.index)].0
+                keys.reserveCapacity(handles.count * Layout.keySize(key.table, key.lane))
+                values.reserveCapacity(handles.count * Layout.EntryValueLayout.size)
+            }
+            for handle in handles {
+                let (key, value) = upserts[Int(handle.index)]
+                if value.label != lastLabel {
+                    lastLabel = value.label
+                    lastID = change.labels[value.label]!
+                }
+                Layout.append(key, to: &keys)
+                Layout.append(value, label: lastID, lane: key.lane, to: &values)
+            }
+            tables.append((keys, values, handles.count))
+        }
+        encoding.wait()
+        let groups = records.withLock { $0.take()! }
+        return EncodedWrite(
+            tables: tables, deletes: change.entries.deletes, ports: change.ports.upserts, filter: change.filter.upserts,
+            groupKeys: groups.keys, groupValues: groups.values, groupCount: groups.count, staleGroups: groups.stale,
+            census: change.census, count: change.count)
+    }
+
+    /// Writes a change to one copy. The copy is not read by the program while this runs.
+    func write(_ change: CopyWrite, to copy: Int) throws { try write(encode(change), to: copy) }
+
+    /// Writes an encoded change to one copy. The copy is not read by the program while this runs.
+    func write(_ change: EncodedWrite, to copy: Int) throws {
+        let maps = self.maps.copies[copy]
+        let tableCount = Table.allCases.count
+        // The group records go in on a second thread while the tables are written: the
+        // kernel inserts into different maps, and this machine class has more than one core.
+        let groups = maps.groups
+        let (keys, values) = (change.groupKeys, change.groupValues)
+        let failure = Mutex<BPFError?>(nil)
+        let groupWrite = DispatchGroup()
+        DispatchQueue.global().async(group: groupWrite) {
+            do throws(BPFError) {
+                try groups.updateBatch(keys: keys, values: values)
+            } catch {
+                failure.withLock { $0 = error }
+            }
+        }
+        do {
+            for lane in Lane.allCases {
+                for table in Table.allCases {
+                    let entries = change.tables[lane.index * tableCount + Int(table.rawValue)]
+                    if entries.count > 0 {
+                        try timed("write \(entries.count) \(lane) \(table) entries") {
+                            try maps.tables[lane]![table]!.updateBatch(keys: entries.keys, values: entries.values)
+                        }
+                    }
+                }
+            }
+        } catch {
+            groupWrite.wait()
+            throw error
+        }
+        timed("write \(change.groupCount) group records (after the tables)") { groupWrite.wait() }
+        if let error = failure.withLock({ $0 }) { throw error }
+        for key in change.deletes { _ = try maps.map(key).delete(Layout.encode(key)) }
+        try maps.ports.updateBatch(change.ports.map { (rawBytes(of: $0.0), rawBytes(of: $0.1)) })
+        try maps.hostFilter.updateBatch(change.filter.map { (rawBytes(of: $0.0), rawBytes(of: $0.1)) })
+        for key in change.staleGroups { _ = try maps.groups.delete(key) }
         try maps.census.updateBatch(change.census.map { (rawBytes(of: $0.0), rawBytes(of: $0.1)) })
         var meta = try self.maps.readMeta()
         meta.counts[copy] = change.count

@@ -18,12 +18,27 @@ func printTable(_ header: [String], _ rows: [[String]]) {
     let widths = header.indices.map { column in
         ([header[column]] + rows.map { $0[column] }).map(\.count).max() ?? 0
     }
-    func line(_ cells: [String]) -> String {
-        zip(cells, widths).map { $0.padding(toLength: $1, withPad: " ", startingAt: 0) }.joined(separator: "  ")
-            .trimmingCharacters(in: .whitespaces)
+    // Built as bytes (Foundation's padding is ~20 µs a cell: 28 s for a million rows).
+    var text: [UInt8] = []
+    func flush() {
+        text.withUnsafeBufferPointer { FileHandle.standardOutput.write(Data($0)) }
+        text.removeAll(keepingCapacity: true)
     }
-    print(line(header))
-    for row in rows { print(line(row)) }
+    func line(_ cells: [String]) {
+        for (index, (cell, width)) in zip(cells, widths).enumerated() {
+            if index > 0 { text += [0x20, 0x20] }
+            text += cell.utf8
+            text += repeatElement(0x20, count: max(0, width - cell.count))
+        }
+        while text.last == 0x20 { text.removeLast() }
+        text.append(0x0a)
+        if text.count > 1 << 16 { flush() }
+    }
+    fflush(nil)
+    line(header)
+    for row in rows { line(row) }
+    flush()
+    fflush(nil)
 }
 
 struct Prog: ParsableCommand {

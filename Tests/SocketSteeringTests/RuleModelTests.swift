@@ -178,3 +178,28 @@ enum RandomRules {
         #expect(throws: SteeringError.self) { try rules.insert(mapped) }
     }
 }
+
+/// The encoders of the batch path write the same bytes as the per-entry ones.
+@Test func appendedEntriesEncodeAsSingleOnes() {
+    var generator = SeededGenerator(seed: 7)
+    for _ in 0..<2000 {
+        let lane = Lane.allCases.randomElement(using: &generator)!
+        let table = Table.allCases.randomElement(using: &generator)!
+        let length = Int.random(in: 0...(lane.addressSize * 8), using: &generator)
+        let key = EntryKey(
+            lane: lane, table: table, port: UInt16.random(in: 0...65535, using: &generator),
+            prefix: FamilyPrefix(high: generator.next(), low: generator.next(), length: length))
+        let value = EntryValue(
+            label: "x", mappedLength: UInt8.random(in: 0...128, using: &generator),
+            portCount: UInt32.random(in: 1...65536, using: &generator),
+            firstPort: UInt16.random(in: 0...65535, using: &generator),
+            checkWildcard: Bool.random(using: &generator), passWithoutSocket: Bool.random(using: &generator))
+        var keys: [UInt8] = [9]
+        var values: [UInt8] = [9]
+        Layout.append(key, to: &keys)
+        Layout.append(value, label: 77, lane: lane, to: &values)
+        #expect(Array(keys.dropFirst()) == Layout.encode(key))
+        #expect(keys.count - 1 == Layout.keySize(table, lane))
+        #expect(Array(values.dropFirst()) == Layout.encode(value, label: 77, lane: lane))
+    }
+}
