@@ -118,6 +118,7 @@ extension Bench {
                 out += " \(row.tubularMethod) | \(fmt(row.tubularSeconds * 1000, 3)) | \(fmt(row.ratio, 1)) |\n"
             }
         }
+        out += targets(results)
         if !results.instructions.isEmpty {
             out += "\nInstructions after verification (xlated): "
             out +=
@@ -127,6 +128,56 @@ extension Bench {
         if !results.problems.isEmpty {
             out += "\n## Not measured\n\n" + results.problems.map { "- \($0)\n" }.joined()
         }
+        return out
+    }
+
+    /// The targets of the rule engine's issue, each met or missed by this run's numbers.
+    static func targets(_ results: Results) -> String {
+        var rows: [(target: String, measured: String, met: Bool)] = []
+        func ratioTarget(_ name: String, _ cells: [(String, Double)], limit: Double) {
+            guard let worst = cells.filter({ $0.1.isFinite }).max(by: { $0.1 < $1.1 }) else { return }
+            let over = cells.filter { $0.1 > limit }.count
+            rows.append(
+                (
+                    "\(name): every cell ≤ \(fmt(limit, 2))×",
+                    "\(over) of \(cells.count) cells above; worst \(worst.0) \(fmt(worst.1, 2))×", over == 0
+                ))
+        }
+        let hot = results.dataPlane.filter { $0.mode == "hot" }
+        let cold = results.dataPlane.filter { $0.mode == "cold" }
+        ratioTarget("hot test runs", hot.map { ("\($0.workload)/\($0.kind)", $0.ratio) }, limit: 1)
+        ratioTarget("cold test runs", cold.map { ("\($0.workload)/\($0.kind)", $0.ratio) }, limit: 1)
+        ratioTarget("real traffic", results.traffic.map { ("\($0.workload)/\($0.kind)", $0.ratio) }, limit: 1)
+        ratioTarget(
+            "host lookups",
+            (hot + cold).filter { $0.kind == "host" }.map { ("\($0.workload)/\($0.mode)", $0.ratio) }, limit: 0.5)
+        func control(_ operation: String, _ target: String, met: (ControlRow) -> Bool, measured: (ControlRow) -> String)
+        {
+            for row in results.controlPlane where row.operation == operation || row.operation.hasPrefix(operation) {
+                guard row.present >= 1_000_000 || (operation.hasPrefix("apply 1000000") && row.present == 0) else {
+                    continue
+                }
+                rows.append(("\(row.workload) \(row.operation): \(target)", measured(row), met(row)))
+            }
+        }
+        control(
+            "bind one", "≤ 5 ms", met: { $0.sksteerSeconds <= 0.005 },
+            measured: { "\(fmt($0.sksteerSeconds * 1000, 2)) ms" })
+        control(
+            "apply a 10-binding change", "≤ 50 ms", met: { $0.sksteerSeconds <= 0.05 },
+            measured: { "\(fmt($0.sksteerSeconds * 1000, 2)) ms" })
+        control(
+            "apply 1000000 bindings", "≤ 1.00× tubular-style insertion", met: { $0.ratio <= 1 },
+            measured: { "\(fmt($0.sksteerSeconds, 2)) s against \(fmt($0.tubularSeconds, 2)) s: \(fmt($0.ratio, 2))×" })
+        control(
+            "status", "< 2 s", met: { $0.sksteerSeconds < 2 }, measured: { "\(fmt($0.sksteerSeconds, 2)) s" })
+        guard !rows.isEmpty else { return "" }
+        var out = "\n## Targets\n\n"
+        let missed = rows.filter { !$0.met }.count
+        out += "This run met \(rows.count - missed) of the \(rows.count) targets"
+        out += missed > 0 ? " and missed \(missed).\n\n" : ".\n\n"
+        out += "| target | measured | |\n|---|---|---|\n"
+        for row in rows { out += "| \(row.target) | \(row.measured) | \(row.met ? "met" : "**missed**") |\n" }
         return out
     }
 
