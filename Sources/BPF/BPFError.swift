@@ -125,20 +125,33 @@ public func errnoDescription(_ code: Int32) -> String {
     return String(cString: text)
 }
 
-/// The one path into the kernel: runs a shim call that returns a result or `-errno`,
-/// retrying on EINTR (and on EAGAIN, up to 5 times, as libbpf does for program loads),
-/// and turns a failure into a ``BPFError``.
+/// Which failures of a system call are tried again.
+enum RetryPolicy {
+    /// `EINTR` (a signal arrived before anything happened): every call where that is safe.
+    case interrupted
+    /// `EINTR`, and `EAGAIN` up to 5 more times: `BPF_PROG_LOAD`, where the kernel answers
+    /// `EAGAIN` for "try again" (as cilium/ebpf and libbpf retry it). Elsewhere `EAGAIN` means
+    /// "would block" or "timed out" and is reported at once.
+    case programLoad
+    /// Nothing: `connect`, which Linux continues in the background after `EINTR` (a retry
+    /// would get `EALREADY`).
+    case never
+}
+
+/// The one path into the kernel: runs a shim call that returns a result or `-errno`, retries
+/// as `retry` says, and turns a failure into a ``BPFError``.
 @discardableResult
 func kernelCall(
-    _ operation: @autoclosure () -> String, hints: @autoclosure () -> [Int32: String] = [:], _ call: () -> Int
+    _ operation: @autoclosure () -> String, hints: @autoclosure () -> [Int32: String] = [:],
+    retry: RetryPolicy = .interrupted, _ call: () -> Int
 ) throws(BPFError) -> Int {
     var againAttempts = 0
     while true {
         let result = call()
         if result >= 0 { return result }
         let code = Int32(truncatingIfNeeded: -result)
-        if code == EINTR { continue }
-        if code == EAGAIN && againAttempts < 5 {
+        if code == EINTR && retry != .never { continue }
+        if code == EAGAIN && retry == .programLoad && againAttempts < 5 {
             againAttempts += 1
             continue
         }

@@ -90,6 +90,8 @@ public final class NetworkNamespace: Sendable, CustomStringConvertible {
 
     /// Adds an address to an interface of this namespace (default `lo`), as
     /// `ip addr add ADDRESS/PREFIX dev lo` would; IPv6 addresses skip duplicate detection.
+    /// Returns once the address can be used: a socket binds to it and its local route
+    /// exists (an IPv6 route appears a little after the address; waits at most 2 s).
     public func addAddress(_ address: IPAddress, prefixLength: Int? = nil, interface: String = "lo") throws {
         let length = UInt8(prefixLength ?? address.bytes.count * 8)
         try run {
@@ -97,6 +99,21 @@ public final class NetworkNamespace: Sendable, CustomStringConvertible {
             try kernelCall("add address \(address)/\(length) to \(interface)") {
                 address.bytes.withUnsafeBufferPointer {
                     cbpf_address_add(Int32(index), address.family, $0.baseAddress, length)
+                }
+            }
+            let deadline = ContinuousClock.now + .seconds(2)
+            while true {
+                do throws(BPFError) {
+                    _ = try Socket.bound(.udp, address, port: 0)
+                    _ = try Socket.connected(.udp, to: address, port: 9)
+                    return
+                } catch {
+                    guard ContinuousClock.now < deadline else {
+                        throw BPFError(
+                            operation: "use address \(address) on \(interface)", code: error.code,
+                            hint: "the address was added but is still not usable after 2 s")
+                    }
+                    usleep(1000)
                 }
             }
         }

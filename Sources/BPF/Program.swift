@@ -67,7 +67,7 @@ public final class Program: Sendable, CustomStringConvertible {
         logger?.debug("loading program", metadata: ["name": "\(kernelName)", "instructions": "\(bytes.count / 8)"])
         let firstError: BPFError
         do {
-            let fd = try kernelCall(what) { attempt(&noLog, level: 0) }
+            let fd = try kernelCall(what, retry: .programLoad) { attempt(&noLog, level: 0) }
             return withExtendedLifetime(used) {
                 Program(
                     descriptor: OwnedFileDescriptor(adopting: Int32(fd)), type: type, name: kernelName,

@@ -65,7 +65,9 @@ public final class Socket: Sendable, CustomStringConvertible {
         let socket = Socket(
             adopting: OwnedFileDescriptor(adopting: Int32(raw)), transport: transport, family: address.family)
         try socket.setTimeout(milliseconds: timeoutMilliseconds)
-        try kernelCall(what) {
+        // Not retried: after EINTR the kernel goes on connecting, and a second connect()
+        // would only say EALREADY.
+        try kernelCall(what, retry: .never) {
             address.bytes.withUnsafeBufferPointer { cbpf_connect(socket.fd, address.family, $0.baseAddress, port) }
         }
         return socket
@@ -77,7 +79,8 @@ public final class Socket: Sendable, CustomStringConvertible {
         try kernelCall("set SO_LINGER") { cbpf_set_linger_zero(fd) }
     }
 
-    /// Sets send and receive timeouts.
+    /// Sets send and receive timeouts: `accept`, `receive` and `send` then fail with
+    /// `EAGAIN` once `milliseconds` pass without progress, after exactly one wait (0: wait forever).
     public func setTimeout(milliseconds: UInt32) throws(BPFError) {
         try kernelCall("set socket timeouts") { cbpf_set_timeouts(fd, milliseconds) }
     }
