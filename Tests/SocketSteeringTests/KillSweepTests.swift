@@ -119,9 +119,9 @@ struct KillSweepTests {
     /// lists for A are where A's connections land (refused when it lists none), A's first
     /// socket is never lost by `register-pid`, running the command again leaves what it
     /// intended (A2 with its full share of slots; no socket), and `unload` removes everything.
-    /// (`register` takes the same path after LISTEN_FDS; it cannot run under strace, whose
-    /// child pid is not known beforehand for LISTEN_PID.)
-    @Test(arguments: ["register-pid", "unregister"])
+    /// `register` adds A2 as systemd passes it: descriptor 3, LISTEN_FDS=1 and LISTEN_PID set
+    /// by a shell that then execs sksteer (so under strace the pid is sksteer's own).
+    @Test(arguments: ["register-pid", "register", "unregister"])
     func everyKillPointLeavesTruthfulSockets(_ command: String) throws {
         try exclusively {
             let before = [Self.a, Self.b]
@@ -132,10 +132,16 @@ struct KillSweepTests {
                 var names: [UInt64: String] = [:]
                 for server in f.servers { names[try server.socket.cookie()] = server.name }
                 let arguments =
-                    command == "register-pid"
-                    ? ["register-pid", "\(getpid())", "A", "tcp", "127.0.0.1", "\(port)"]
-                    : ["unregister", "A", "tcp", "ipv4"]
+                    switch command {
+                    case "register-pid": ["register-pid", "\(getpid())", "A", "tcp", "127.0.0.1", "\(port)"]
+                    case "register": ["register", "A"]
+                    default: ["unregister", "A", "tcp", "ipv4"]
+                    }
                 return (f, names, arguments)
+            }
+            // register gets A2's socket as descriptor 3; the others run as usual.
+            func passed(_ f: Fixture) -> Int32? {
+                command == "register" ? f.servers.first { $0.name == "A2" }!.socket.descriptor.withRawValue { $0 } : nil
             }
             func listed(_ f: Fixture, _ names: [UInt64: String]) throws -> [String: Int] {
                 let dispatcher = try f.dispatcher(readOnly: true)
@@ -149,12 +155,14 @@ struct KillSweepTests {
                 return held
             }
             let (first, _, arguments) = try fixture()
-            let calls = try Self.calls(first, arguments)
+            let calls = try Self.calls(first, arguments, passing: passed(first))
             #expect(calls > 0, "\(command): \(calls) bpf() calls")
             var landed = 0
             for k in 1...calls {
                 let (f, names, arguments) = try fixture()
-                if try Self.run(f, arguments, fault: Scenario(name: command, arguments: arguments), at: k) {
+                if try Self.run(
+                    f, arguments, fault: Scenario(name: command, arguments: arguments), at: k, passing: passed(f))
+                {
                     landed += 1
                 }
                 // (a) Connections land on the sockets the listing names.
@@ -168,11 +176,16 @@ struct KillSweepTests {
                         "\(command) K=\(k): landed on \(landing), listed \(held)")
                 }
                 // (b) Run again: it succeeds and leaves what it meant to.
-                let again = try f.runSksteer(arguments)
-                #expect(again.status == 0, "\(command) K=\(k) again: \(again.errors)")
+                if let socket = passed(f) {
+                    let again = try Self.launch(f, strace: nil, command: arguments, passing: socket)
+                    #expect(again == (signal: 0, status: 0), "\(command) K=\(k) again: \(again)")
+                } else {
+                    let again = try f.runSksteer(arguments)
+                    #expect(again.status == 0, "\(command) K=\(k) again: \(again.errors)")
+                }
                 let final = try listed(f, names)
                 #expect(
-                    final == (command == "register-pid" ? ["A": 8, "A2": 8] : [:]),
+                    final == (command == "unregister" ? [:] : ["A": 8, "A2": 8]),
                     "\(command) K=\(k) after running again: \(final)")
                 // (c) unload removes everything.
                 #expect(try f.runSksteer(["unload"]).status == 0)
@@ -204,27 +217,41 @@ struct KillSweepTests {
     }
 
     /// How many `syscall` calls `arguments` makes in the fixture's state.
-    static func calls(_ f: Fixture, _ arguments: [String], syscall: String = "bpf") throws -> Int {
+    static func calls(_ f: Fixture, _ arguments: [String], syscall: String = "bpf", passing socket: Int32? = nil)
+        throws -> Int
+    {
         let trace = "/tmp/sksteer-killsweep-\(getpid()).trace"
         defer { unlink(trace) }
-        let (_, status) = try run(f, ["-o", trace, "-e", "trace=\(syscall)"], command: arguments)
-        #expect(status == 0)
+        if let socket {
+            let result = try launch(
+                f, strace: ["-o", trace, "-e", "trace=\(syscall)"], command: arguments, passing: socket)
+            #expect(result == (signal: 0, status: 0))
+        } else {
+            let (_, status) = try run(f, ["-o", trace, "-e", "trace=\(syscall)"], command: arguments)
+            #expect(status == 0)
+        }
         let lines = try String(contentsOfFile: trace, encoding: .utf8).split(separator: "\n")
         return lines.filter { $0.contains(" \(syscall)(") && !$0.contains("resumed>") }.count
     }
 
     /// Runs the command with the scenario's fault injected at its K-th call; whether it landed
     /// (the command was killed, or strace reports the injected error).
-    static func run(_ f: Fixture, _ arguments: [String], fault scenario: Scenario, at k: Int) throws -> Bool {
+    static func run(
+        _ f: Fixture, _ arguments: [String], fault scenario: Scenario, at k: Int, passing socket: Int32? = nil
+    ) throws -> Bool {
         let trace = "/tmp/sksteer-killsweep-\(getpid())-fault.trace"
         defer { unlink(trace) }
-        let (reason, status) = try run(
-            f,
-            [
-                "-o", trace, "-e", "trace=\(scenario.syscalls)",
-                "-e", "inject=\(scenario.syscalls):\(scenario.fault):when=\(k)",
-            ],
-            command: arguments)
+        let strace = [
+            "-o", trace, "-e", "trace=\(scenario.syscalls)",
+            "-e", "inject=\(scenario.syscalls):\(scenario.fault):when=\(k)",
+        ]
+        let (reason, status): (Process.TerminationReason, Int32)
+        if let socket {
+            let result = try launch(f, strace: strace, command: arguments, passing: socket)
+            (reason, status) = result.signal != 0 ? (.uncaughtSignal, result.signal) : (.exit, result.status)
+        } else {
+            (reason, status) = try run(f, strace, command: arguments)
+        }
         if scenario.fault == "signal=KILL" { return reason == .uncaughtSignal && status == SIGKILL }
         return (try? String(contentsOfFile: trace, encoding: .utf8))?.contains("(INJECTED)") ?? false
     }
@@ -239,6 +266,42 @@ struct KillSweepTests {
         _ = output.fileHandleForReading.readDataToEndOfFile()
         process.waitUntilExit()
         return (process.terminationReason, process.terminationStatus)
+    }
+
+    /// Runs `sksteer COMMAND --bpffs …` in the fixture's namespace (under strace if given) as
+    /// systemd would start it with one socket: `socket` as descriptor 3, LISTEN_FDS=1, and
+    /// LISTEN_PID set by a shell that execs sksteer. Returns the signal that ended it (0 for
+    /// none) and its exit status.
+    static func launch(_ f: Fixture, strace: [String]?, command: [String], passing socket: Int32) throws -> (
+        signal: Int32, status: Int32
+    ) {
+        guard let executable = sksteerExecutable(), let straceExecutable else {
+            throw SteeringError.notLoaded("sksteer or strace is missing")
+        }
+        let shell = ["/bin/sh", "-c", "LISTEN_PID=$$ LISTEN_FDS=1 exec \"$0\" \"$@\"", executable.path]
+        let arguments =
+            (strace.map { [straceExecutable, "-f"] + $0 } ?? []) + shell + command + ["--bpffs", f.bpffs.path]
+        // Above 3 first, so that the dup2 to 3 always clears close-on-exec.
+        let high = fcntl(socket, F_DUPFD_CLOEXEC, 100)
+        guard high >= 0 else { throw BPFError(operation: "dup the socket", code: errno) }
+        defer { close(high) }
+        let pid = try f.namespace.run { () throws -> pid_t in
+            var actions = posix_spawn_file_actions_t()
+            posix_spawn_file_actions_init(&actions)
+            defer { posix_spawn_file_actions_destroy(&actions) }
+            posix_spawn_file_actions_adddup2(&actions, high, 3)
+            posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
+            posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
+            var argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
+            defer { for pointer in argv { free(pointer) } }
+            var pid: pid_t = 0
+            let code = posix_spawn(&pid, arguments[0], &actions, nil, &argv, environ)
+            guard code == 0 else { throw BPFError(operation: "spawn \(arguments[0])", code: code) }
+            return pid
+        }
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        return status & 0x7f != 0 ? (status & 0x7f, 0) : (0, (status >> 8) & 0xff)
     }
 
     /// SK_LOOKUP links attached to the fixture's namespace.

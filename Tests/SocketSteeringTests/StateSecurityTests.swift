@@ -61,14 +61,31 @@ struct StateSecurityTests {
         func unload() { _ = try? Dispatcher.unload(namespace: namespace, bpffs: bpffs) }
     }
 
+    /// A world-writable bpffs, the victim D in it, and the attacker's namespace P with the
+    /// names of both state directories.
+    final class Scene {
+        let mount: BPFFileSystem.TemporaryMount
+        let victim: Victim
+        let attacker: NetworkNamespace
+        let theirs: String
+        let victims: String
+
+        init() throws {
+            mount = try BPFFileSystem.TemporaryMount(mode: 0o1777)
+            victim = try Victim(bpffs: mount.path)
+            attacker = try NetworkNamespace.makeThrowaway()
+            theirs = try Dispatcher.stateDirectory(bpffs: mount.path, namespace: attacker)
+            victims = try Dispatcher.stateDirectory(bpffs: mount.path, namespace: victim.namespace)
+        }
+    }
+
     @Test func aPlantedSymbolicLinkIsNeverFollowed() throws {
         try exclusively {
-            let mount = try BPFFileSystem.TemporaryMount(mode: 0o1777)
-            let victim = try Victim(bpffs: mount.path)
-            defer { victim.unload() }
-            let attacker = try NetworkNamespace.makeThrowaway()
-            let theirs = try Dispatcher.stateDirectory(bpffs: mount.path, namespace: attacker)
-            let victims = try Dispatcher.stateDirectory(bpffs: mount.path, namespace: victim.namespace)
+            let scene = try Scene()
+            let (mount, victim, attacker, theirs, victims) = (
+                scene.mount, scene.victim, scene.attacker, scene.theirs, scene.victims
+            )
+            defer { withExtendedLifetime(scene) { victim.unload() } }
             // nobody points the state of namespace P at D's state.
             #expect(try Self.asNobody(["/bin/ln", "-s", victims, theirs]) == 0)
             // Root's commands in P refuse it, and say how to remove it.
@@ -93,12 +110,11 @@ struct StateSecurityTests {
 
     @Test func aPlantedDirectoryIsRemovedNotUsed() throws {
         try exclusively {
-            let mount = try BPFFileSystem.TemporaryMount(mode: 0o1777)
-            let victim = try Victim(bpffs: mount.path)
-            defer { victim.unload() }
-            let attacker = try NetworkNamespace.makeThrowaway()
-            let theirs = try Dispatcher.stateDirectory(bpffs: mount.path, namespace: attacker)
-            let victims = try Dispatcher.stateDirectory(bpffs: mount.path, namespace: victim.namespace)
+            let scene = try Scene()
+            let (mount, victim, attacker, theirs, victims) = (
+                scene.mount, scene.victim, scene.attacker, scene.theirs, scene.victims
+            )
+            defer { withExtendedLifetime(scene) { victim.unload() } }
             // nobody makes P's state directory, with links into D's state inside.
             #expect(try Self.asNobody(["/bin/mkdir", "-m", "0755", theirs]) == 0)
             for name in ["link", "program", "meta", "sockets"] {
