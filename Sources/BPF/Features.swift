@@ -1,9 +1,22 @@
 import BPFAssembly
 import CBPF
+import Foundation
 
 #if canImport(Glibc)
     import Glibc
 #endif
+
+/// Kernel features the dispatcher chooses by, each probed once per process (memoized).
+public enum Features {
+    /// Whether SK_LOOKUP programs may read `ctx->ingress_ifindex` (Linux 5.17): probed once
+    /// by loading a program that reads it. `SKSTEER_NO_INGRESS_IFINDEX=1` in the environment
+    /// makes it false, to exercise the path older kernels take on a newer one.
+    public static let skLookupIngressInterface: Bool = {
+        if ProcessInfo.processInfo.environment["SKSTEER_NO_INGRESS_IFINDEX"] == "1" { return false }
+        let read = Assembly([.ldx(.w, .r2, .r1, 64), .mov(.r0, 1), .exit()])
+        return (try? Program.load(read, type: .skLookup, name: "probe_ifindex")) != nil
+    }()
+}
 
 /// What this kernel and process can do, found by asking the kernel rather than comparing
 /// version numbers.
@@ -68,6 +81,14 @@ public struct FeatureReport: Sendable, Codable {
         } else {
             probes.append(Probe(name: "sk_lookup test runs", available: false, detail: "no sk_lookup programs"))
         }
+        probes.append(
+            Features.skLookupIngressInterface
+                ? Probe(name: "sk_lookup ctx->ingress_ifindex", available: true)
+                : Probe(
+                    name: "sk_lookup ctx->ingress_ifindex", available: false,
+                    detail:
+                        "needs Linux 5.17; without it the dispatcher cannot tell test runs from traffic, so explain"
+                        + " test-runs an uncounted copy of the program (loaded for each explain)"))
         // BPF_LINK_UPDATE on a bad descriptor: EBADF means the command exists.
         let update = cbpf_link_update(-1, -1, -1, 0)
         probes.append(

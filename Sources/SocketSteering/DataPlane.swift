@@ -43,9 +43,21 @@ enum DataPlane {
     static let ipprotoTCP: Int32 = 6
     static let ipprotoUDP: Int32 = 17
 
-    /// - Parameter countTestRuns: count test runs like real traffic (for benchmarks, which
-    ///   measure the program through the kernel's test run and must pay for the counters).
-    static func program(_ maps: DataPlaneMaps, countTestRuns: Bool = false) throws -> Assembly {
+    /// Which runs of the program update the counters.
+    enum Counting {
+        /// Real traffic, not test runs: reads `ctx->ingress_ifindex` (0 in test runs; Linux 5.17).
+        case realTraffic
+        /// Every run: benchmarks (which measure through test runs and must pay for the
+        /// counters), and the attached program on kernels without `ingress_ifindex`.
+        case everyRun
+        /// None: `explain` on kernels without `ingress_ifindex`.
+        case never
+
+        /// What the attached program does on this kernel.
+        static var attached: Counting { Features.skLookupIngressInterface ? .realTraffic : .everyRun }
+    }
+
+    static func program(_ maps: DataPlaneMaps, counting mode: Counting = .attached) throws -> Assembly {
         let ctx = Register.r6
         let found4 = Label("found4")
         let found6 = Label("found6")
@@ -58,11 +70,12 @@ enum DataPlane {
 
         return try assemble {
             Instruction.mov(ctx, .r1)
-            if countTestRuns {
-                Instruction.st(.w, .r10, countingSlot, 1)
-            } else {
+            switch mode {
+            case .realTraffic:
                 SKLookup.load(.ingressInterface, from: ctx, into: .r2)
                 Instruction.stx(.w, .r10, .r2, countingSlot)
+            case .everyRun: Instruction.st(.w, .r10, countingSlot, 1)
+            case .never: Instruction.st(.w, .r10, countingSlot, 0)
             }
             // Which lane: family, then protocol; anything else is not ours.
             SKLookup.getFamily(ctx, into: .r2)

@@ -172,7 +172,14 @@ extension Dispatcher {
         throws -> Explanation
     {
         let winner = try bindings().winner(for: transport, address, port)
-        let program = try Program.openPinned(at: "\(directory)/program")
+        // The attached program tells test runs from traffic by ctx->ingress_ifindex; where the
+        // kernel lacks it (before 5.17), an uncounted copy over the copy in force answers.
+        let program =
+            Features.skLookupIngressInterface
+            ? try Program.openPinned(at: "\(directory)/program")
+            : try Program.load(
+                DataPlane.program(maps.dataPlane(copy: activeCopy()), counting: .never), type: .skLookup,
+                name: "sksteer_explain")
         let connection = Connection(transport, to: Endpoint(address, port), from: from)
         let result = try program.testRun(connection)
         var explanation = Explanation(

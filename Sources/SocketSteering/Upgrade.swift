@@ -72,7 +72,7 @@ extension Dispatcher {
     /// traffic; benchmarks measure it with `BPF_PROG_TEST_RUN`. It is loaded, not attached.
     public func measurementProgram() throws -> Program {
         try Program.load(
-            DataPlane.program(maps.dataPlane(copy: activeCopy()), countTestRuns: true), type: .skLookup,
+            DataPlane.program(maps.dataPlane(copy: activeCopy()), counting: .everyRun), type: .skLookup,
             name: "sksteer_bench")
     }
 

@@ -1,6 +1,7 @@
 import BPF
 import Foundation
 import KernelTestSupport
+import SKLookup
 import Synchronization
 import Testing
 
@@ -413,6 +414,37 @@ struct InterfaceTests {
             #expect(try get("/other").hasPrefix("HTTP/1.1 404"))
             server.waitUntilExit()
             #expect(server.terminationStatus == 0)
+        }
+    }
+
+    /// On kernels without `ctx->ingress_ifindex` (before 5.17; forced here with
+    /// SKSTEER_NO_INGRESS_IFINDEX=1) the dispatcher loads a program that counts every run,
+    /// steers and counts real connections as on newer kernels, and `explain` answers from an
+    /// uncounted copy, so it counts nothing.
+    @Test func withoutIngressIfindexItSteersAndCounts() throws {
+        try exclusively {
+            let f = try Fixture()
+            try Dispatcher.unload(namespace: f.namespace, bpffs: f.bpffs.path)
+            let older = ["SKSTEER_NO_INGRESS_IFINDEX": "1"]
+            #expect(try f.runSksteer(["load"], environment: older).status == 0)
+            #expect(try f.runSksteer(["bind", "A", "tcp", "127.0.0.1", "80"], environment: older).status == 0)
+            try f.serve("A", .tcp, .loopback4, 0, label: "A")
+            func lookups() throws -> UInt64? {
+                try f.dispatcher(readOnly: true).status(findOwners: false).destinations.first {
+                    $0.destination == Dispatcher.Destination(label: "A", transport: .tcp, ipv6: false)
+                }?.lookups
+            }
+            for _ in 0..<3 { #expect(try f.land(.tcp, "127.0.0.1", 80) == "A") }
+            #expect(try lookups() == 3)
+            let explained = try f.runSksteer(["explain", "tcp", "127.0.0.1", "80"], environment: older)
+            #expect(explained.status == 0 && explained.output.contains("delivered"), "\(explained)")
+            #expect(try lookups() == 3)
+            // The attached program counts a test run too: it is the variant that does not read
+            // ctx->ingress_ifindex.
+            let directory = try f.dispatcher(readOnly: true).directory
+            _ = try Program.openPinned(at: "\(directory)/program").testRun(
+                Connection(.tcp, to: Endpoint(.loopback4, 80)))
+            #expect(try lookups() == 4)
         }
     }
 

@@ -79,12 +79,16 @@ func sksteerExecutable() -> URL? {
 
 /// Starts a process inside the namespace (a child inherits the namespace of the thread
 /// that starts it). Its standard output is returned as a pipe.
-func spawn(in namespace: NetworkNamespace, _ executable: URL, _ arguments: [String], errors: Pipe? = nil) throws -> (
-    Process, Pipe
-) {
+func spawn(
+    in namespace: NetworkNamespace, _ executable: URL, _ arguments: [String], errors: Pipe? = nil,
+    environment: [String: String] = [:]
+) throws -> (Process, Pipe) {
     let process = Process()
     process.executableURL = executable
     process.arguments = arguments
+    if !environment.isEmpty {
+        process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+    }
     let output = Pipe()
     process.standardOutput = output
     process.standardError = errors ?? FileHandle.nullDevice
@@ -103,11 +107,13 @@ extension Fixture {
 
 extension Fixture {
     /// Runs sksteer to completion: exit status, standard output and standard error.
-    func runSksteer(_ arguments: [String]) throws -> (status: Int32, output: String, errors: String) {
+    func runSksteer(_ arguments: [String], environment: [String: String] = [:]) throws -> (
+        status: Int32, output: String, errors: String
+    ) {
         guard let executable = sksteerExecutable() else { throw SteeringError.notLoaded("sksteer is not built") }
         let errors = Pipe()
         let (process, output) = try spawn(
-            in: namespace, executable, arguments + ["--bpffs", bpffs.path], errors: errors)
+            in: namespace, executable, arguments + ["--bpffs", bpffs.path], errors: errors, environment: environment)
         let out = output.fileHandleForReading.readDataToEndOfFile()
         let err = errors.fileHandleForReading.readDataToEndOfFile()
         process.waitUntilExit()
