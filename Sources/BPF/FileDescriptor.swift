@@ -12,8 +12,17 @@ import CBPF
 public final class OwnedFileDescriptor: Sendable {
     private let raw: Int32
 
-    /// Takes ownership of `raw`; it will be closed when this value is released.
-    public init(adopting raw: Int32) { self.raw = raw }
+    /// Takes ownership of `raw`; it will be closed when this value is released. Descriptor 0
+    /// is first moved to another number (and 0 closed), as cilium/ebpf does: several `bpf()`
+    /// fields read 0 as "no descriptor".
+    public init(adopting raw: Int32) {
+        if raw == 0, case let moved = fcntl(0, F_DUPFD_CLOEXEC, 1), moved > 0 {
+            close(0)
+            self.raw = moved
+        } else {
+            self.raw = raw
+        }
+    }
 
     deinit { _ = cbpf_close(raw) }
 

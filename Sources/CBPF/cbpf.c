@@ -110,7 +110,7 @@ long cbpf_map_create(uint32_t map_type, uint32_t key_size, uint32_t value_size, 
     attr.value_size = value_size;
     attr.max_entries = max_entries;
     attr.map_flags = map_flags;
-    attr.inner_map_fd = inner_map_fd > 0 ? inner_map_fd : 0;
+    attr.inner_map_fd = inner_map_fd >= 0 ? inner_map_fd : 0; /* -1: none (0 is a valid descriptor) */
     if (name) strncpy(attr.map_name, name, sizeof(attr.map_name) - 1);
     return sys_bpf(BPF_MAP_CREATE, &attr);
 }
@@ -235,7 +235,7 @@ long cbpf_link_update(int link_fd, int new_prog_fd, int old_prog_fd, uint32_t fl
     memset(&attr, 0, sizeof(attr));
     attr.link_update.link_fd = link_fd;
     attr.link_update.new_prog_fd = new_prog_fd;
-    attr.link_update.old_prog_fd = old_prog_fd > 0 ? old_prog_fd : 0;
+    attr.link_update.old_prog_fd = old_prog_fd >= 0 ? old_prog_fd : 0; /* -1: none (0 is a valid descriptor) */
     attr.link_update.flags = flags;
     return sys_bpf(BPF_LINK_UPDATE, &attr);
 }

@@ -11,6 +11,45 @@ import Testing
 
 @Suite(needsRoot)
 struct MapTests {
+    /// Keys and values of the wrong size are refused before the kernel reads past them.
+    @Test func sizesAreChecked() throws {
+        try exclusively {
+            let map = try Map.create(type: .hash, keySize: 4, valueSize: 64, maxEntries: 4)
+            #expect { try map.update(rawBytes(of: UInt32(1)), [1]) } throws: {
+                ($0 as? BPFError)?.hint?.contains("64") == true
+            }
+            #expect(throws: BPFError.self) { try map.update([1, 2], [UInt8](repeating: 0, count: 64)) }
+            #expect(throws: BPFError.self) {
+                try map.updateBatch([(rawBytes(of: UInt32(1)), [UInt8](repeating: 0, count: 63))])
+            }
+            #expect(throws: BPFError.self) {
+                try map.updateBatch(keys: [0, 0, 0, 0], values: [UInt8](repeating: 0, count: 65))
+            }
+            try map.updateBatch(keys: rawBytes(of: UInt32(7)), values: [UInt8](repeating: 3, count: 64))
+            #expect(try map.lookup(rawBytes(of: UInt32(7))) == [UInt8](repeating: 3, count: 64))
+            // A per-CPU value is one (rounded up to 8 bytes) for each possible CPU.
+            let perCPU = try Map.create(type: .perCPUArray, keySize: 4, valueSize: 4, maxEntries: 1)
+            #expect(throws: BPFError.self) { try perCPU.update(rawBytes(of: UInt32(0)), [0, 0, 0, 0]) }
+            try perCPU.update(rawBytes(of: UInt32(0)), [UInt8](repeating: 1, count: perCPU.lookupValueSize))
+        }
+    }
+
+    /// A kernel object never holds descriptor 0 (which several bpf() fields read as "none").
+    @Test func descriptorZeroIsMovedAway() throws {
+        try exclusively {
+            let saved = dup(0)
+            defer {
+                dup2(saved, 0)
+                close(saved)
+            }
+            close(0)
+            let map = try Map.create(type: .array, keySize: 4, valueSize: 8, maxEntries: 1)
+            #expect(map.descriptor.withRawValue { $0 } > 0)
+            try map.update(rawBytes(of: UInt32(0)), rawBytes(of: UInt64(5)))
+            #expect(try map.lookup(rawBytes(of: UInt32(0))) == rawBytes(of: UInt64(5)))
+        }
+    }
+
     @Test func hashMapOperationsAndUpdateModes() throws {
         try exclusively {
             let map = try HashMap<UInt32, UInt64>.create(maxEntries: 16, name: "h")
