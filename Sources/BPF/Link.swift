@@ -102,8 +102,9 @@ public struct LinkInfo: Sendable, Hashable {
     public var type: LinkType
     /// The id of the program the link attaches.
     public var programID: UInt32
-    /// For a netns link: the namespace's inode (compare ``NetworkNamespace/inode()``).
-    public var namespaceInode: UInt32?
+    /// For a netns link: the namespace's inode, the type ``NetworkNamespace/inode()`` returns
+    /// (the kernel reports 32 bits; 0 once the namespace is gone).
+    public var namespaceInode: UInt64?
     /// For a netns link: the attach type.
     public var attachType: AttachType?
 
@@ -119,7 +120,7 @@ public struct LinkInfo: Sendable, Hashable {
         self.id = id
         self.type = LinkType(rawValue: type)
         self.programID = programID
-        self.namespaceInode = self.type == .netns ? inode : nil
+        self.namespaceInode = self.type == .netns ? UInt64(inode) : nil
         self.attachType = self.type == .netns ? AttachType(rawValue: attach) : nil
     }
 

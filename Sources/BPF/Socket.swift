@@ -35,10 +35,11 @@ public final class Socket: Sendable, CustomStringConvertible {
     /// Creates and binds a socket; a TCP socket also listens.
     ///
     /// - Parameters:
-    ///   - v6Only: for IPv6, refuse IPv4 traffic (`IPV6_V6ONLY`); `false` makes a dual-stack socket.
+    ///   - v6Only: for IPv6, refuse IPv4 traffic (`IPV6_V6ONLY`); `false`, the default as in the
+    ///     system (`net.ipv6.bindv6only=0`), makes a dual-stack socket.
     ///   - reusePort: join an `SO_REUSEPORT` group.
     public static func bound(
-        _ transport: Transport, _ address: IPAddress, port: UInt16, reusePort: Bool = false, v6Only: Bool = true,
+        _ transport: Transport, _ address: IPAddress, port: UInt16, reusePort: Bool = false, v6Only: Bool = false,
         backlog: Int32 = 128
     ) throws(BPFError) -> Socket {
         let what = "bind \(transport) socket to \(Endpoint(address, port))"

@@ -149,7 +149,7 @@ public final class Dispatcher {
         guard let info = try? Link.openPinned(at: "\(directory)/link").info(), let inode = info.namespaceInode else {
             return false
         }
-        return UInt64(inode) != (try namespace.inode())
+        return inode != (try namespace.inode())
     }
 
     /// Removes builds of `load` that were killed before their rename (no lock held on them).
@@ -272,7 +272,7 @@ public final class Dispatcher {
         var info = stat()
         if lstat("\(directory)/link", &info) == 0, info.st_mode & S_IFMT != S_IFLNK,
             let link = try? Link.openPinned(at: "\(directory)/link"),
-            let inode = try? link.info().namespaceInode, UInt64(inode) == (try? namespace.inode())
+            let inode = try? link.info().namespaceInode, inode == (try? namespace.inode())
         {
             try? link.detach()
         }

@@ -32,7 +32,7 @@ extension Dispatcher {
         let info = try link.info()
         // A namespace's links are detached when it dies, and its inode may then be reused:
         // state whose link is attached elsewhere (or nowhere) is not this namespace's.
-        if let inode = info.namespaceInode, UInt64(inode) != (try namespace.inode()) {
+        if let inode = info.namespaceInode, inode != (try namespace.inode()) {
             throw SteeringError.notLoaded(
                 "the state in \(directory) belongs to a network namespace that no longer exists (its link is"
                     + " detached); run sksteer unload to remove it, then sksteer load")

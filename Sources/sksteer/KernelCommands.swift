@@ -96,7 +96,7 @@ struct LinkList: ParsableCommand {
         var id: UInt32
         var type: String
         var programID: UInt32
-        var namespaceInode: UInt32?
+        var namespaceInode: UInt64?
         var attachType: String?
     }
 

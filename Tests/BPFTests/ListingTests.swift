@@ -44,7 +44,7 @@ struct ListingTests {
             let theirLink = try #require(theirLinks.first { ($0["id"] as? NSNumber)?.uint32Value == linkInfo.id })
             #expect(theirLink["type"] as? String == "netns")
             #expect((theirLink["prog_id"] as? NSNumber)?.uint32Value == linkInfo.programID)
-            #expect((theirLink["netns_ino"] as? NSNumber)?.uint64Value == UInt64(linkInfo.namespaceInode ?? 0))
+            #expect((theirLink["netns_ino"] as? NSNumber)?.uint64Value == linkInfo.namespaceInode)
             #expect(try LinkInfo.all().contains(linkInfo))
         }
     }

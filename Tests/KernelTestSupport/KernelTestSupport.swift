@@ -22,16 +22,6 @@ public func exclusively<T>(_ body: () throws -> T) rethrows -> T {
     try kernelLock.withLock { _ in try body() }
 }
 
-/// The open descriptor count once it is stable: other tests may briefly hold files open.
-public func settledDescriptorCount(expecting expected: Int? = nil) -> Int {
-    var count = openDescriptorCount()
-    for _ in 0..<50 where expected != nil && count != expected {
-        usleep(20_000)
-        count = openDescriptorCount()
-    }
-    return count
-}
-
 /// Whether a TCP connection to `endpoint` is refused (run inside the namespace).
 public func isRefused(_ endpoint: Endpoint) -> Bool {
     do {

@@ -307,6 +307,6 @@ struct KillSweepTests {
     /// SK_LOOKUP links attached to the fixture's namespace.
     static func attachedLinks(_ f: Fixture) throws -> Int {
         let inode = try f.namespace.inode()
-        return try LinkInfo.all().filter { $0.namespaceInode.map(UInt64.init) == inode }.count
+        return try LinkInfo.all().filter { $0.namespaceInode == inode }.count
     }
 }

@@ -51,7 +51,7 @@ struct StateSecurityTests {
         func isUnaffected() throws -> Bool {
             let bindings = try Dispatcher.open(namespace: namespace, bpffs: bpffs, readOnly: true).bindings()
             let inode = try namespace.inode()
-            let links = try LinkInfo.all().filter { $0.namespaceInode.map(UInt64.init) == inode }.count
+            let links = try LinkInfo.all().filter { $0.namespaceInode == inode }.count
             let landed = try namespace.run {
                 try NameServer.ask(.tcp, Endpoint(.loopback4, 80), timeoutMilliseconds: 500)
             }
