@@ -268,6 +268,33 @@ extension Socket {
 
     /// This socket's facts.
     public func facts() throws(BPFError) -> SocketFacts { try Socket.facts(of: descriptor) }
+
+    /// A socket that shares `descriptor`'s open socket without taking it: a descriptor from
+    /// SwiftNIO (`channel`'s socket), swift-system, systemd or C code stays the caller's, open
+    /// or closed as the caller decides. The copy (`F_DUPFD_CLOEXEC`) is checked with
+    /// `getsockopt`: it must be a TCP or UDP socket over IPv4 or IPv6.
+    public convenience init(duplicating descriptor: Int32) throws(BPFError) {
+        let copy = fcntl(descriptor, F_DUPFD_CLOEXEC, 3)
+        guard copy >= 0 else {
+            throw BPFError(
+                operation: "use descriptor \(descriptor)", code: errno, hint: "descriptor \(descriptor) is not open")
+        }
+        let owned = OwnedFileDescriptor(adopting: copy)
+        let facts: SocketFacts
+        do {
+            facts = try Socket.facts(of: owned)
+        } catch {
+            throw BPFError(
+                operation: "use descriptor \(descriptor)", code: error.code,
+                hint: "descriptor \(descriptor) is not a socket")
+        }
+        guard let transport = facts.transport, facts.family == AF_INET || facts.family == AF_INET6 else {
+            throw BPFError(
+                operation: "use descriptor \(descriptor)", code: EINVAL, kind: .invalidArgument,
+                hint: "descriptor \(descriptor) is a socket, but not TCP or UDP over IPv4 or IPv6")
+        }
+        self.init(adopting: owned, transport: transport, family: facts.family)
+    }
 }
 
 /// Every TCP and UDP socket of the calling thread's network namespace, as (cookie, inode),

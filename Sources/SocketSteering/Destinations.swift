@@ -107,6 +107,37 @@ extension Dispatcher {
         return result
     }
 
+    /// Registers the socket behind a descriptor someone else owns (SwiftNIO, swift-system,
+    /// systemd, C): as ``register(_:label:)``, with the same checks, naming the descriptor
+    /// when it is not a suitable socket. The descriptor stays the caller's; the socket leaves
+    /// the dispatcher when every descriptor of it is closed.
+    ///
+    /// ```swift
+    /// // A listening socket made by other code (here with Glibc, as a C library would).
+    /// let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    /// var address = sockaddr_in()
+    /// address.sin_family = sa_family_t(AF_INET)
+    /// address.sin_addr.s_addr = UInt32(0x7f00_0001).bigEndian
+    /// withUnsafePointer(to: &address) {
+    ///     $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+    ///         _ = bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+    ///     }
+    /// }
+    /// listen(fd, 128)
+    /// try dispatcher.register(descriptor: fd, label: "web")  // fd stays ours to serve and close
+    /// ```
+    /// (`DispatcherTests.aDescriptorOfOtherCodeIsRegistered` runs this.)
+    @discardableResult
+    public func register(descriptor: Int32, label: String) throws -> [Registration] {
+        let socket: Socket
+        do {
+            socket = try Socket(duplicating: descriptor)
+        } catch {
+            throw SteeringError.unsuitableSocket("\(error.hint ?? "\(error)")")
+        }
+        return try register(socket, label: label)
+    }
+
     /// Gives a socket its share of a destination's slots: every empty slot, then slots of the
     /// sockets that hold the most, until it holds 16 / n of them (n counting it). Other slots
     /// are left alone (the kernel only takes a SOCKMAP update with a descriptor, and only this

@@ -4,6 +4,10 @@ import Testing
 
 @testable import SocketSteering
 
+#if canImport(Glibc)
+    import Glibc
+#endif
+
 @Suite(needsRoot)
 struct DispatcherTests {
     /// The demo's configuration, checked connection by connection.
@@ -42,6 +46,46 @@ struct DispatcherTests {
     }
 
     /// Every overlap case of the precedence rules: longest prefix, then narrower ports.
+    /// A socket made by other code (SwiftNIO, systemd, C) is registered by its descriptor,
+    /// which stays the caller's; bad descriptors are named in the error.
+    @Test func aDescriptorOfOtherCodeIsRegistered() throws {
+        try exclusively {
+            let f = try Fixture()
+            let dispatcher = try f.dispatcher()
+            try dispatcher.bind(binding("web", "tcp", "127.0.0.1", "80"))
+            #expect(try f.land(.tcp, "127.0.0.1", 80) == "refused")
+            let fd = try f.namespace.run { () -> Int32 in
+                // The documented example.
+                let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+                var address = sockaddr_in()
+                address.sin_family = sa_family_t(AF_INET)
+                address.sin_addr.s_addr = UInt32(0x7f00_0001).bigEndian
+                withUnsafePointer(to: &address) {
+                    $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                        _ = bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+                    }
+                }
+                listen(fd, 128)
+                return fd
+            }
+            defer { close(fd) }
+            let registered = try dispatcher.register(descriptor: fd, label: "web")
+            #expect(registered.map(\.destination.description) == ["web ipv4 tcp"])
+            // The caller's descriptor is still open, and connections now reach its socket.
+            #expect(fcntl(fd, F_GETFD) >= 0)
+            #expect(try f.namespace.run { !isRefused(Endpoint(.loopback4, 80)) })
+            var pipes: [Int32] = [0, 0]
+            #expect(pipe(&pipes) == 0)
+            defer { for p in pipes { close(p) } }
+            #expect {
+                try dispatcher.register(descriptor: pipes[0], label: "web")
+            } throws: { "\($0)".contains("descriptor \(pipes[0]) is not a socket") }
+            #expect {
+                try dispatcher.register(descriptor: 9999, label: "web")
+            } throws: { "\($0)".contains("descriptor 9999 is not open") }
+        }
+    }
+
     @Test func precedenceAndOverlaps() throws {
         try exclusively {
             let f = try Fixture()
