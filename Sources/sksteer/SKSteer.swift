@@ -6,9 +6,26 @@ import SocketSteering
 
 @main
 struct SKSteer: ParsableCommand {
+    /// As ArgumentParser's, except that a usage error is one line on standard error and exit
+    /// status 1, like every other bad input (help and --version print as usual).
+    static func main() {
+        do {
+            var command = try parseAsRoot()
+            try command.run()
+        } catch {
+            if exitCode(for: error) == .validationFailure {
+                let message = message(for: error).split(separator: "\n").first.map(String.init) ?? "bad arguments"
+                FileHandle.standardError.write(Data("sksteer: \(message) (see sksteer --help)\n".utf8))
+                Foundation.exit(1)
+            }
+            exit(withError: error)
+        }
+    }
+
     static let configuration = CommandConfiguration(
         commandName: "sksteer",
         abstract: "Programmable socket lookup (BPF SK_LOOKUP) for Linux.",
+        version: sksteerVersion,
         subcommands: [
             DemoCommand.self, Load.self, Unload.self, Upgrade.self, Version.self, Bind.self, Unbind.self,
             Bindings.self, Plan.self, Apply.self, Register.self, RegisterPID.self, Unregister.self, Status.self,

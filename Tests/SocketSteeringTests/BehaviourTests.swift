@@ -487,7 +487,8 @@ struct InterfaceTests {
                 ["bind", "other", "tcp", "127.0.0.1", "80"], ["unbind", "nobody", "tcp", "127.0.0.1", "80"],
                 ["unregister", "nobody", "tcp", "ipv4"], ["register-pid", "999999", "web", "tcp", "127.0.0.1", "80"],
                 ["explain", "tcp", "not-an-ip", "80"], ["apply", "/nonexistent"],
-                ["status", "--netns", "/nonexistent"],
+                ["status", "--netns", "/nonexistent"], ["bind", "web"], ["frobnicate"],
+                ["bind", "web", "tcp", "127.0.0.1", "81", "--no-socket", "maybe"],
             ]
             for arguments in bad {
                 let result = try f.runSksteer(arguments)
@@ -500,6 +501,8 @@ struct InterfaceTests {
             try Dispatcher.unload(namespace: f.namespace, bpffs: f.bpffs.path)
             let unloaded = try f.runSksteer(["status"])
             #expect(unloaded.status == 1 && unloaded.errors.contains("not loaded"), "\(unloaded.errors)")
+            let version = try f.runSksteer(["--version"])
+            #expect(version.status == 0 && version.output.hasPrefix("0."), "\(version)")
             let json = try f.runSksteer(["load", "--format", "json"])
             #expect(json.status == 0 && json.output.contains("\"result\" : \"loaded\""), "\(json.output)")
         }
