@@ -203,7 +203,9 @@ struct Bindings: ParsableCommand {
 }
 
 struct FileArgument: ParsableArguments {
-    @Argument(help: "The binding file: JSON {\"bindings\": [...]} or lines of LABEL PROTO PREFIX PORTS.")
+    @Argument(
+        help:
+            "The binding file (- for standard input): JSON {\"bindings\": [...]} or lines of LABEL PROTO PREFIX PORTS.")
     var file: String
 
     func bindings() throws -> [Binding] {

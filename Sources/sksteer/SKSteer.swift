@@ -41,12 +41,16 @@ struct ToolError: Error, CustomStringConvertible {
     init(_ description: String) { self.description = description }
 }
 
+/// Reads a whole file, a pipe, `/dev/stdin`, or standard input for `-`.
 func readFile(_ path: String) throws -> Data {
-    do {
-        return try Data(contentsOf: URL(fileURLWithPath: path))
-    } catch {
-        throw ToolError("\(path): cannot read: \((error as NSError).localizedDescription)")
+    if path == "-" { return FileHandle.standardInput.readDataToEndOfFile() }
+    var isDirectory: ObjCBool = false
+    if FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), isDirectory.boolValue {
+        throw ToolError("\(path): is a directory, not a binding file")
     }
+    let fd = open(path, O_RDONLY | O_CLOEXEC)
+    guard fd >= 0 else { throw ToolError("\(path): cannot read: \(String(cString: strerror(errno)))") }
+    return FileHandle(fileDescriptor: fd, closeOnDealloc: true).readDataToEndOfFile()
 }
 
 /// Runs a command body, turning every error of ours into one line on stderr and exit status 1:

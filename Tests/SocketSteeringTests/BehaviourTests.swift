@@ -461,6 +461,25 @@ struct InterfaceTests {
         }
     }
 
+    /// `apply -` and `plan /dev/stdin` read a pipe; a directory is named as such.
+    @Test func bindingFilesFromPipes() throws {
+        try exclusively {
+            let f = try Fixture()
+            guard let executable = sksteerExecutable() else { throw SteeringError.notLoaded("sksteer is not built") }
+            for (command, file) in [("apply", "-"), ("plan", "/dev/stdin")] {
+                let script = "printf 'web tcp 127.0.0.1 80\\n' | \"$0\" \(command) \(file) --bpffs \(f.bpffs.path)"
+                let (process, output) = try spawn(
+                    in: f.namespace, URL(fileURLWithPath: "/bin/sh"), ["-c", script, executable.path])
+                let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+                process.waitUntilExit()
+                #expect(process.terminationStatus == 0, "\(command) \(file): \(text)")
+            }
+            #expect(try f.dispatcher(readOnly: true).bindings() == [binding("web", "tcp", "127.0.0.1", "80")])
+            let directory = try f.runSksteer(["apply", "/tmp"])
+            #expect(directory.status == 1 && directory.errors.contains("/tmp: is a directory"), "\(directory.errors)")
+        }
+    }
+
     /// The state directory lets the owning group read, and nobody else in.
     @Test func stateDirectoryPermissions() throws {
         try exclusively {
