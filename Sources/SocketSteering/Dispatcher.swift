@@ -370,7 +370,27 @@ public final class Dispatcher {
 
     /// Every binding in force, most specific first.
     public func bindings() throws -> [Binding] {
-        try ruleSet(copy: activeCopy()).bindings.sortedByPrecedence()
+        try bindings(copy: activeCopy()).sortedByPrecedence()
+    }
+
+    /// The bindings a copy holds, unordered, read from its `groups` table record by record.
+    func bindings(copy: Int) throws -> [Binding] {
+        let names = try labelNames()
+        let records = try maps.copies[copy].groups.entries()
+        var result: [Binding] = []
+        result.reserveCapacity(records.count)
+        for (key, value) in records {
+            guard let (groupKey, page) = GroupRecord.decodeKey(key),
+                GroupRecord.appendBindings(
+                    value, of: groupKey, page: page, prefix: groupKey.binding(label: "", ports: .all).prefix,
+                    labels: names,
+                    to: &result)
+            else {
+                throw SteeringError.kernel(
+                    "the groups table of copy \(copy) has an unreadable record; run sksteer apply")
+            }
+        }
+        return result
     }
 
     /// The rule set a copy holds, read from its `groups` table.

@@ -141,6 +141,35 @@ enum GroupRecord {
         group.passes.contains(ports) ? passFlag : 0
     }
 
+    /// Appends one record's bindings to `bindings`, without building groups (the listing's
+    /// path: no dictionary per group). False if the record cannot be read.
+    static func appendBindings(
+        _ bytes: [UInt8], of key: RuleSet.GroupKey, page: UInt16, prefix: IPPrefix, labels: [UInt32: String],
+        to bindings: inout [Binding]
+    ) -> Bool {
+        guard bytes.count == valueSize, Int(bytes[0]) <= slots else { return false }
+        func add(_ field: UInt32, _ ports: PortSet) -> Bool {
+            guard let label = labels[field & ~passFlag] else { return false }
+            bindings.append(
+                Binding(
+                    label: label, transport: key.lane.transport, prefix: prefix, ports: ports,
+                    noSocket: field & passFlag != 0 ? .pass : .drop))
+            return true
+        }
+        // Every page repeats the all-ports label; it is one binding.
+        if page == 0, bytes[1] != 0, !add(value(UInt32.self, from: bytes[4..<8]), .all) { return false }
+        for slot in 0..<Int(bytes[0]) {
+            let start = 8 + 8 * slot
+            guard
+                let ports = PortSet(
+                    value(UInt16.self, from: bytes[start..<start + 2]),
+                    value(UInt16.self, from: bytes[start + 2..<start + 4])),
+                add(value(UInt32.self, from: bytes[start + 4..<start + 8]), ports)
+            else { return false }
+        }
+        return true
+    }
+
     /// Adds one record's port sets to a group.
     static func decode(_ bytes: [UInt8], into group: inout RuleSet.Group, labels: [UInt32: String]) -> Bool {
         guard bytes.count == valueSize else { return false }

@@ -59,8 +59,7 @@ extension Dispatcher {
     public func status(findOwners: Bool = true) throws -> DispatcherStatus {
         let meta = try maps.readMeta()
         let active = try activeCopy()
-        let rules = try ruleSet(copy: active)
-        let bindings = rules.bindings.sortedByPrecedence()
+        let bindings = try bindings(copy: active).sortedByPrecedence()
         let names = try labelNames()
         var bound: [Destination: Int] = [:]
         for binding in bindings {

@@ -86,6 +86,29 @@ struct DispatcherTests {
         }
     }
 
+    /// The listing reads group records directly: a prefix with more port sets than one record
+    /// holds (several pages, each repeating the all-ports label) lists each binding once.
+    @Test func listingOfGroupsOfSeveralRecords() throws {
+        try exclusively {
+            let f = try Fixture()
+            var wanted = (1...20).map { i in
+                var b = binding("s\(i % 3)", "tcp", "127.0.0.0/24", "\(1000 + i)")
+                if i % 4 == 0 { b.noSocket = .pass }
+                return b
+            }
+            var all = binding("all", "tcp", "127.0.0.0/24", "*")
+            all.noSocket = .pass
+            wanted += [all, binding("v6", "udp", "2001:db8::/32", "53"), binding("v6", "udp", "2001:db8::/32", "*")]
+            let dispatcher = try f.dispatcher()
+            try dispatcher.apply(wanted)
+            let listed = try dispatcher.bindings()
+            #expect(listed.count == wanted.count)
+            #expect(Set(listed) == Set(wanted))
+            #expect(try Set(dispatcher.ruleSet(copy: dispatcher.activeCopy()).bindings) == Set(wanted))
+            #expect(try dispatcher.status(findOwners: false).bindings == listed)
+        }
+    }
+
     @Test func precedenceAndOverlaps() throws {
         try exclusively {
             let f = try Fixture()
