@@ -315,11 +315,11 @@ public final class Dispatcher {
         let fd = Glibc.open(directory, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
         guard fd >= 0 else {
             if errno == ENOENT { return [] }
-            throw SteeringError.kernel("cannot open \(directory) to remove it: \(String(cString: strerror(errno)))")
+            throw SteeringError.kernel("cannot open \(directory) to remove it: \(errnoDescription(errno))")
         }
         defer { close(fd) }
         guard let handle = fdopendir(dup(fd)) else {
-            throw SteeringError.kernel("cannot read \(directory) to remove it: \(String(cString: strerror(errno)))")
+            throw SteeringError.kernel("cannot read \(directory) to remove it: \(errnoDescription(errno))")
         }
         var names: [String] = []
         while let entry = readdir(handle) {
@@ -335,7 +335,7 @@ public final class Dispatcher {
             while true {
                 if call() == 0 || errno == ENOENT { return true }
                 if errno != EINTR {
-                    failures.append("\(what): \(String(cString: strerror(errno)))")
+                    failures.append("\(what): \(errnoDescription(errno))")
                     return false
                 }
             }

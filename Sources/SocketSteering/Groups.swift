@@ -141,23 +141,19 @@ enum GroupRecord {
         group.passes.contains(ports) ? passFlag : 0
     }
 
-    /// Appends one record's bindings to `bindings`, without building groups (the listing's
-    /// path: no dictionary per group). False if the record cannot be read.
-    static func appendBindings(
-        _ bytes: [UInt8], of key: RuleSet.GroupKey, page: UInt16, prefix: IPPrefix, labels: [UInt32: String],
-        to bindings: inout [Binding]
-    ) -> Bool {
-        guard bytes.count == valueSize, Int(bytes[0]) <= slots else { return false }
+    /// One record's port sets, each with its label and policy: the all-ports binding (if the
+    /// record carries one) first. Nil if the record cannot be read.
+    static func portSets(_ bytes: [UInt8], labels: [UInt32: String]) -> [(
+        ports: PortSet, label: String, policy: Binding.NoSocketPolicy
+    )]? {
+        guard bytes.count == valueSize, Int(bytes[0]) <= slots else { return nil }
+        var result: [(ports: PortSet, label: String, policy: Binding.NoSocketPolicy)] = []
         func add(_ field: UInt32, _ ports: PortSet) -> Bool {
             guard let label = labels[field & ~passFlag] else { return false }
-            bindings.append(
-                Binding(
-                    label: label, transport: key.lane.transport, prefix: prefix, ports: ports,
-                    noSocket: field & passFlag != 0 ? .pass : .drop))
+            result.append((ports, label, field & passFlag != 0 ? .pass : .drop))
             return true
         }
-        // Every page repeats the all-ports label; it is one binding.
-        if page == 0, bytes[1] != 0, !add(value(UInt32.self, from: bytes[4..<8]), .all) { return false }
+        if bytes[1] != 0, !add(value(UInt32.self, from: bytes[4..<8]), .all) { return nil }
         for slot in 0..<Int(bytes[0]) {
             let start = 8 + 8 * slot
             guard
@@ -165,32 +161,34 @@ enum GroupRecord {
                     value(UInt16.self, from: bytes[start..<start + 2]),
                     value(UInt16.self, from: bytes[start + 2..<start + 4])),
                 add(value(UInt32.self, from: bytes[start + 4..<start + 8]), ports)
-            else { return false }
+            else { return nil }
+        }
+        return result
+    }
+
+    /// Appends one record's bindings to `bindings`, without building groups (the listing's
+    /// path: no dictionary per group). False if the record cannot be read.
+    static func appendBindings(
+        _ bytes: [UInt8], of key: RuleSet.GroupKey, page: UInt16, prefix: IPPrefix, labels: [UInt32: String],
+        to bindings: inout [Binding]
+    ) -> Bool {
+        guard let slots = portSets(bytes, labels: labels) else { return false }
+        // Every page repeats the all-ports label; it is one binding.
+        for slot in slots where page == 0 || !slot.ports.isAll {
+            bindings.append(
+                Binding(
+                    label: slot.label, transport: key.lane.transport, prefix: prefix, ports: slot.ports,
+                    noSocket: slot.policy))
         }
         return true
     }
 
     /// Adds one record's port sets to a group.
     static func decode(_ bytes: [UInt8], into group: inout RuleSet.Group, labels: [UInt32: String]) -> Bool {
-        guard bytes.count == valueSize else { return false }
-        let count = Int(bytes[0])
-        guard count <= slots else { return false }
-        if bytes[1] != 0 {
-            let field = value(UInt32.self, from: bytes[4..<8])
-            guard let label = labels[field & ~passFlag] else { return false }
-            group.all = label
-            if field & passFlag != 0 { group.passes.insert(.all) }
-        }
-        for slot in 0..<count {
-            let start = 8 + 8 * slot
-            guard
-                let ports = PortSet(
-                    value(UInt16.self, from: bytes[start..<start + 2]),
-                    value(UInt16.self, from: bytes[start + 2..<start + 4])),
-                let label = labels[value(UInt32.self, from: bytes[start + 4..<start + 8]) & ~passFlag]
-            else { return false }
-            group.finite[ports] = label
-            if value(UInt32.self, from: bytes[start + 4..<start + 8]) & passFlag != 0 { group.passes.insert(ports) }
+        guard let slots = portSets(bytes, labels: labels) else { return false }
+        for slot in slots {
+            if slot.ports.isAll { group.all = slot.label } else { group.finite[slot.ports] = slot.label }
+            if slot.policy == .pass { group.passes.insert(slot.ports) }
         }
         return true
     }

@@ -451,7 +451,7 @@ extension Dispatcher {
             groupWrite.wait()
             throw error
         }
-        timed("write \(change.groupCount) group records (after the tables)") { groupWrite.wait() }
+        timed("wait for the \(change.groupCount) group records") { groupWrite.wait() }
         if let error = failure.withLock({ $0 }) { throw error }
         for key in change.deletes { _ = try maps.map(key).delete(Layout.encode(key)) }
         try maps.ports.updateBatch(change.ports.map { (rawBytes(of: $0.0), rawBytes(of: $0.1)) })
