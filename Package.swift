@@ -14,6 +14,8 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        // Errno and FileDescriptor, the types swift-system and SwiftNIO users already hold.
+        .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
     ],
     targets: [
         // Pure Swift: the instruction set, no syscalls, builds on any OS.
@@ -25,6 +27,7 @@ let package = Package(
             dependencies: [
                 "BPFAssembly", "CBPF",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "SystemPackage", package: "swift-system"),
             ]
         ),
         .target(name: "SKLookup", dependencies: ["BPF", "BPFAssembly"]),
@@ -54,7 +57,12 @@ let package = Package(
         ),
         // Shared by the kernel-facing test targets: privilege checks and a process-wide lock.
         .target(name: "KernelTestSupport", dependencies: ["BPF"], path: "Tests/KernelTestSupport"),
-        .testTarget(name: "BPFTests", dependencies: ["BPF", "BPFAssembly", "KernelTestSupport"]),
+        .testTarget(
+            name: "BPFTests",
+            dependencies: [
+                "BPF", "BPFAssembly", "KernelTestSupport", .product(name: "SystemPackage", package: "swift-system"),
+            ]
+        ),
         .testTarget(name: "SKLookupTests", dependencies: ["SKLookup", "BPF", "BPFAssembly", "KernelTestSupport"]),
         .testTarget(
             name: "SocketSteeringTests",

@@ -1,4 +1,5 @@
 import CBPF
+import SystemPackage
 
 #if canImport(Glibc)
     import Glibc
@@ -57,6 +58,10 @@ public struct BPFError: Error, Sendable, CustomStringConvertible {
         self.kind = kind ?? Self.classify(code)
         self.hint = hint ?? Self.defaultHint(code)
     }
+
+    /// ``code`` as swift-system's `Errno`, to compare with `.permissionDenied`, `.wouldBlock`
+    /// and the rest as swift-system and SwiftNIO code does.
+    public var errno: Errno { Errno(rawValue: code) }
 
     /// The symbolic errno name, e.g. `EPERM`.
     public var codeName: String { errnoName(code) }

@@ -7,11 +7,11 @@ import Foundation
 #endif
 
 /// Kernel features the dispatcher chooses by, each probed once per process (memoized).
-public enum Features {
+package enum Features {
     /// Whether SK_LOOKUP programs may read `ctx->ingress_ifindex` (Linux 5.17): probed once
     /// by loading a program that reads it. `SKSTEER_NO_INGRESS_IFINDEX=1` in the environment
     /// makes it false, to exercise the path older kernels take on a newer one.
-    public static let skLookupIngressInterface: Bool = {
+    package static let skLookupIngressInterface: Bool = {
         if ProcessInfo.processInfo.environment["SKSTEER_NO_INGRESS_IFINDEX"] == "1" { return false }
         let read = Assembly([.ldx(.w, .r2, .r1, 64), .mov(.r0, 1), .exit()])
         return (try? Program.load(read, type: .skLookup, name: "probe_ifindex")) != nil
@@ -27,8 +27,18 @@ public struct FeatureReport: Sendable, Codable {
         public var name: String
         /// Whether the probe succeeded.
         public var available: Bool
-        /// Why not, and what to do.
+        /// Why not, and what to do; for a missing feature, what doing without it costs.
         public var detail: String?
+        /// The first Linux release that has it, e.g. `5.9`.
+        public var since: String?
+
+        /// A probe's outcome.
+        public init(name: String, available: Bool, detail: String? = nil, since: String? = nil) {
+            self.name = name
+            self.available = available
+            self.detail = detail
+            self.since = since
+        }
     }
 
     /// `uname -r`.
@@ -98,11 +108,65 @@ public struct FeatureReport: Sendable, Codable {
                     name: "link update", available: false,
                     detail: "BPF_LINK_UPDATE answered \(errnoName(Int32(-update))); needs Linux 5.7 (upgrades need it)")
         )
+        probes.append(contentsOf: mapProbes())
+        let since = [
+            "sk_lookup programs": "5.9", "bpf_sk_assign helper": "5.9", "sk_lookup test runs": "5.13, or 5.10.135",
+            "sk_lookup ctx->ingress_ifindex": "5.17", "link update": "5.7",
+        ]
+        for index in probes.indices where probes[index].since == nil {
+            probes[index].since = since[probes[index].name]
+        }
         return FeatureReport(
             kernelRelease: BPF.kernelRelease(), capabilities: effectiveCapabilities(),
             bpffsMounted: BPFFileSystem.isMounted(at: BPFFileSystem.defaultPath),
             bpffsMode: BPFFileSystem.isMounted(at: BPFFileSystem.defaultPath)
                 ? BPFFileSystem.mode(at: BPFFileSystem.defaultPath) : nil, probes: probes)
+    }
+
+    /// The map features the dispatcher's state uses: LPM tries and hashes allocated on demand
+    /// (`BPF_F_NO_PREALLOC`), and batch updates for each map type it writes in bulk.
+    static func mapProbes() -> [Probe] {
+        var probes: [Probe] = []
+        var maps: [(MapType, Map)] = []
+        for (type, keySize, flags) in [
+            (MapType.lpmTrie, 8, Map.noPreallocate), (.hash, 4, Map.noPreallocate), (.array, 4, UInt32(0)),
+        ] {
+            let name = "\(type) maps\(flags != 0 ? " (BPF_F_NO_PREALLOC)" : "")"
+            do {
+                maps.append(
+                    (type, try Map.create(type: type, keySize: keySize, valueSize: 8, maxEntries: 1, flags: flags)))
+                probes.append(Probe(name: name, available: true, since: type == .lpmTrie ? "4.11" : "4.6"))
+            } catch {
+                probes.append(
+                    Probe(
+                        name: name, available: false,
+                        detail: "\(error.codeName): the dispatcher's prefix and group tables need it", since: "4.11"))
+            }
+        }
+        for (type, map) in maps {
+            var key = [UInt8](repeating: 0, count: map.keySize)
+            if type == .lpmTrie { key[0] = 32 }  // prefix length 32 of a 4-byte address
+            var value = [UInt8](repeating: 0, count: 8)
+            var count: UInt32 = 1
+            let result = key.withUnsafeMutableBytes { k in
+                value.withUnsafeMutableBytes { v in
+                    cbpf_map_batch(
+                        Int32(BPF_MAP_UPDATE_BATCH.rawValue), map.descriptor.rawValue, nil, nil, k.baseAddress,
+                        v.baseAddress, &count, 0, 0)
+                }
+            }
+            probes.append(
+                result == 0
+                    ? Probe(
+                        name: "batch updates of \(type) maps", available: true, since: type == .lpmTrie ? nil : "5.6")
+                    : Probe(
+                        name: "batch updates of \(type) maps", available: false,
+                        detail:
+                            "BPF_MAP_UPDATE_BATCH answered \(errnoName(Int32(-result))); apply writes these maps one"
+                            + " entry per call instead (one system call per entry)",
+                        since: type == .lpmTrie ? nil : "5.6"))
+        }
+        return probes
     }
 
     static func explain(_ error: BPFError) -> String {

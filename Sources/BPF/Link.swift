@@ -80,18 +80,44 @@ public final class Link: Sendable, CustomStringConvertible {
     public static func programIDs(
         attachedTo namespace: NetworkNamespace, attachType: AttachType = .skLookup
     ) throws(BPFError) -> [UInt32] {
+        try query(attachedTo: namespace, attachType: attachType).programIDs
+    }
+
+    /// What `BPF_PROG_QUERY` answers for `namespace`: every attached program's id, in the
+    /// order they run, however many there are, and the attach flags (0 for SK_LOOKUP, whose
+    /// programs are all attached through links).
+    public static func query(
+        attachedTo namespace: NetworkNamespace, attachType: AttachType = .skLookup
+    ) throws(BPFError) -> ProgramQuery {
         var ids = [UInt32](repeating: 0, count: 64)
-        var count = UInt32(ids.count)
-        try kernelCall("BPF_PROG_QUERY on \(namespace)") {
-            ids.withUnsafeMutableBufferPointer {
-                cbpf_prog_query(namespace.descriptor.rawValue, attachType.rawValue, 0, nil, $0.baseAddress, &count)
+        while true {
+            var count = UInt32(ids.count)
+            var flags: UInt32 = 0
+            do {
+                try kernelCall("BPF_PROG_QUERY on \(namespace)") {
+                    ids.withUnsafeMutableBufferPointer {
+                        cbpf_prog_query(
+                            namespace.descriptor.rawValue, attachType.rawValue, 0, &flags, $0.baseAddress, &count)
+                    }
+                }
+                return ProgramQuery(programIDs: Array(ids.prefix(Int(count))), attachFlags: flags)
+            } catch  where error.code == ENOSPC && Int(count) > ids.count {
+                // More programs than room: the kernel said how many; ask again with room for them.
+                ids = [UInt32](repeating: 0, count: Int(count) + 8)
             }
         }
-        return Array(ids.prefix(Int(count)))
     }
 
     /// `link fd N`, with the descriptor number.
     public var description: String { "link fd \(descriptor.rawValue)" }
+}
+
+/// The answer of `BPF_PROG_QUERY` for one attach point.
+public struct ProgramQuery: Sendable, Hashable {
+    /// The attached programs' ids, in the order they run.
+    public var programIDs: [UInt32]
+    /// The attach flags the kernel reports (`BPF_F_ALLOW_MULTI` and so on; 0 for netns links).
+    public var attachFlags: UInt32
 }
 
 /// Facts about a link, from `BPF_OBJ_GET_INFO_BY_FD`.

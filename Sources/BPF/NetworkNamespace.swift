@@ -35,7 +35,24 @@ public final class NetworkNamespace: Sendable, CustomStringConvertible {
                 operation: "open network namespace \(path)", code: code,
                 hint: code == ENOENT ? "no such namespace; check the PID or the name under /run/netns" : nil)
         }
-        return NetworkNamespace(descriptor: OwnedFileDescriptor(adopting: raw), path: path)
+        let descriptor = OwnedFileDescriptor(adopting: raw)
+        // NS_GET_NSTYPE (Linux 4.11): CLONE_NEWNET for a network namespace, ENOTTY for a file
+        // that is no namespace at all.
+        let nsGetNSType = UInt(0xb703)
+        let type = ioctl(descriptor.rawValue, nsGetNSType)
+        let cloneNewNet: Int32 = 0x4000_0000  // CLONE_NEWNET
+        if type != cloneNewNet {
+            let kinds: [Int32: String] = [
+                0x0002_0000: "a mount", 0x0200_0000: "a cgroup", 0x0400_0000: "a UTS", 0x0800_0000: "an IPC",
+                0x1000_0000: "a user", 0x2000_0000: "a PID", 0x0000_0080: "a time",
+            ]
+            throw BPFError(
+                operation: "open network namespace \(path)", code: EINVAL, kind: .invalidArgument,
+                hint: type >= 0
+                    ? "\(path) is \(kinds[type] ?? "another kind of") namespace, not a network namespace"
+                    : "\(path) is not a namespace file; give /run/netns/NAME or /proc/PID/ns/net")
+        }
+        return NetworkNamespace(descriptor: descriptor, path: path)
     }
 
     /// Opens the namespace of process `pid`.

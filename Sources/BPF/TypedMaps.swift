@@ -2,7 +2,8 @@
     import Glibc
 #endif
 
-/// The raw bytes of a plain value (its memory layout, padding included).
+/// The raw bytes of a plain value (its memory layout, padding included: the typed maps refuse
+/// types with padding, see ``paddingBytes(of:)``).
 @inlinable
 public func rawBytes<T: BitwiseCopyable>(of value: T) -> [UInt8] {
     withUnsafeBytes(of: value) { Array($0) }
@@ -12,6 +13,40 @@ public func rawBytes<T: BitwiseCopyable>(of value: T) -> [UInt8] {
 @inlinable
 public func value<T: BitwiseCopyable>(_ type: T.Type = T.self, from bytes: some Collection<UInt8>) -> T {
     Array(bytes).withUnsafeBytes { $0.loadUnaligned(as: T.self) }
+}
+
+/// How many bytes of `T`'s memory layout belong to no stored field: padding, whose contents
+/// Swift leaves undefined. Found by reflecting a zeroed value down to its leaf fields.
+///
+/// ```swift
+/// struct Padded { var flag: UInt8; var count: UInt32 }   // 3 bytes of padding after `flag`
+/// paddingBytes(of: Padded.self)   // 3
+/// paddingBytes(of: UInt64.self)   // 0
+/// ```
+public func paddingBytes<T: BitwiseCopyable>(of type: T.Type) -> Int {
+    func leafBytes(_ value: Any) -> Int {
+        let mirror = Mirror(reflecting: value)
+        if mirror.children.isEmpty {
+            func size<V>(_: V) -> Int { MemoryLayout<V>.size }
+            return _openExistential(value, do: size)
+        }
+        return mirror.children.reduce(0) { $0 + leafBytes($1.value) }
+    }
+    let zero = value(T.self, from: [UInt8](repeating: 0, count: MemoryLayout<T>.size))
+    return max(0, MemoryLayout<T>.size - leafBytes(zero))
+}
+
+/// Refuses a key or value type with padding: its bytes would carry uninitialised memory into
+/// the kernel, so equal keys could differ and values would leak whatever the padding held.
+func requireNoPadding<T: BitwiseCopyable>(_ type: T.Type, _ role: String, _ what: String) throws(BPFError) {
+    let padding = paddingBytes(of: type)
+    guard padding == 0 else {
+        throw BPFError(
+            operation: "use \(T.self) as the \(role) type of \(what)", code: EINVAL, kind: .invalidArgument,
+            hint:
+                "\(T.self) has \(padding) padding byte\(padding == 1 ? "" : "s") in its \(MemoryLayout<T>.size);"
+                + " order or widen its fields so every byte is a field (or use raw bytes with Map)")
+    }
 }
 
 func requireSizes(_ map: Map, key: Int, value: Int, _ what: String) throws(BPFError) {
@@ -29,6 +64,8 @@ public struct HashMap<Key: BitwiseCopyable, Value: BitwiseCopyable>: Sendable {
 
     /// Wraps an existing map, checking the key and value sizes.
     public init(_ map: Map) throws(BPFError) {
+        try requireNoPadding(Key.self, "key", "HashMap")
+        try requireNoPadding(Value.self, "value", "HashMap")
         try requireSizes(map, key: MemoryLayout<Key>.size, value: MemoryLayout<Value>.size, "HashMap")
         self.map = map
     }
@@ -63,6 +100,7 @@ public struct ArrayMap<Value: BitwiseCopyable>: Sendable {
 
     /// Wraps an existing map, checking for 4-byte keys and `Value`-sized values.
     public init(_ map: Map) throws(BPFError) {
+        try requireNoPadding(Value.self, "value", "ArrayMap")
         try requireSizes(map, key: 4, value: MemoryLayout<Value>.size, "ArrayMap")
         self.map = map
     }
@@ -97,6 +135,7 @@ public struct PerCPUArrayMap<Value: BitwiseCopyable>: Sendable {
 
     /// Wraps an existing map, checking for 4-byte keys and `Value`-sized values.
     public init(_ map: Map) throws(BPFError) {
+        try requireNoPadding(Value.self, "value", "PerCPUArrayMap")
         try requireSizes(map, key: 4, value: MemoryLayout<Value>.size, "PerCPUArrayMap")
         self.map = map
     }
@@ -141,6 +180,7 @@ public struct LPMTrieMap<Value: BitwiseCopyable>: Sendable {
 
     /// Wraps an existing map, checking that it is an LPM trie with `Value`-sized values.
     public init(_ map: Map) throws(BPFError) {
+        try requireNoPadding(Value.self, "value", "LPMTrieMap")
         guard map.type == .lpmTrie, map.valueSize == MemoryLayout<Value>.size else {
             throw BPFError(
                 operation: "use \(map) as LPMTrieMap", code: EINVAL, kind: .invalidArgument,
@@ -220,6 +260,52 @@ public struct SocketMap: Sendable {
     public func remove(_ index: UInt32) throws(BPFError) -> Bool { try map.delete(rawBytes(of: index)) }
 }
 
+/// A `BPF_MAP_TYPE_REUSEPORT_SOCKARRAY`: the sockets of an `SO_REUSEPORT` group by index,
+/// from which an SK_REUSEPORT program picks one with `bpf_sk_select_reuseport`. Reading an
+/// entry gives the socket's cookie; an entry disappears when its socket is closed. A socket
+/// that is in a SOCKMAP or SOCKHASH cannot also be put here (`EBUSY`).
+public struct ReuseportSocketArray: Sendable {
+    /// The underlying untyped map.
+    public let map: Map
+
+    /// Wraps an existing map, checking that it is a REUSEPORT_SOCKARRAY with 4-byte keys and 8-byte values.
+    public init(_ map: Map) throws(BPFError) {
+        guard map.type == .reuseportSocketArray, map.keySize == 4, map.valueSize == 8 else {
+            throw BPFError(
+                operation: "use \(map) as ReuseportSocketArray", code: EINVAL, kind: .invalidArgument,
+                hint: "it must be a reuseport_sockarray with 4-byte keys and 8-byte values")
+        }
+        self.map = map
+    }
+
+    /// Creates a REUSEPORT_SOCKARRAY with 8-byte values, so lookups return the socket cookie.
+    public static func create(count: Int, name: String = "") throws(BPFError) -> Self {
+        try Self(Map.create(type: .reuseportSocketArray, keySize: 4, valueSize: 8, maxEntries: count, name: name))
+    }
+
+    /// Puts `socket` at `index`. It must have `SO_REUSEPORT` set and be bound (TCP: listening),
+    /// and every socket of the array must belong to the same group.
+    public func set(_ index: UInt32, _ socket: Socket, mode: Map.UpdateMode = .any) throws(BPFError) {
+        do {
+            try map.update(rawBytes(of: index), rawBytes(of: UInt64(socket.descriptor.rawValue)), mode: mode)
+        } catch  where error.code == EINVAL || error.code == EBUSY {
+            var error = error
+            error.hint =
+                error.code == EBUSY
+                ? "the socket is in a SOCKMAP or SOCKHASH, and a socket cannot be in both kinds of map"
+                : "the socket must have SO_REUSEPORT, be bound (TCP: listening) and be in the same group as the others"
+            throw error
+        }
+    }
+    /// The cookie of the socket at `index`, or `nil`.
+    public func cookie(at index: UInt32) throws(BPFError) -> UInt64? {
+        try map.lookup(rawBytes(of: index)).map { value(UInt64.self, from: $0) }
+    }
+    /// Removes the socket at `index`; returns whether there was one.
+    @discardableResult
+    public func remove(_ index: UInt32) throws(BPFError) -> Bool { try map.delete(rawBytes(of: index)) }
+}
+
 /// A `BPF_MAP_TYPE_SOCKHASH`: sockets by a key of any plain type.
 public struct SocketHash<Key: BitwiseCopyable>: Sendable {
     /// The underlying untyped map.
@@ -227,6 +313,7 @@ public struct SocketHash<Key: BitwiseCopyable>: Sendable {
 
     /// Wraps an existing map, checking that it is a SOCKHASH with `Key`-sized keys and 8-byte values.
     public init(_ map: Map) throws(BPFError) {
+        try requireNoPadding(Key.self, "key", "SocketHash")
         guard map.type == .sockHash, map.keySize == MemoryLayout<Key>.size, map.valueSize == 8 else {
             throw BPFError(
                 operation: "use \(map) as SocketHash", code: EINVAL, kind: .invalidArgument,

@@ -96,6 +96,9 @@ public struct MapType: RawRepresentable, Hashable, Sendable, CustomStringConvert
     public static let sockMap = MapType(rawValue: BPF_MAP_TYPE_SOCKMAP.rawValue)
     /// A hash of sockets, by a key of any size.
     public static let sockHash = MapType(rawValue: BPF_MAP_TYPE_SOCKHASH.rawValue)
+    /// `BPF_MAP_TYPE_REUSEPORT_SOCKARRAY`: sockets of one `SO_REUSEPORT` group by index, for
+    /// `bpf_sk_select_reuseport` in SK_REUSEPORT programs.
+    public static let reuseportSocketArray = MapType(rawValue: BPF_MAP_TYPE_REUSEPORT_SOCKARRAY.rawValue)
     /// `BPF_MAP_TYPE_RINGBUF`.
     public static let ringBuffer = MapType(rawValue: BPF_MAP_TYPE_RINGBUF.rawValue)
 
@@ -124,6 +127,8 @@ public struct AttachType: RawRepresentable, Hashable, Sendable, CustomStringConv
 
     /// `BPF_SK_LOOKUP` (36): SK_LOOKUP programs on a network namespace.
     public static let skLookup = AttachType(rawValue: BPF_SK_LOOKUP.rawValue)
+    /// `BPF_SK_REUSEPORT_SELECT`: an SK_REUSEPORT program that picks a socket of its group.
+    public static let skReuseportSelect = AttachType(rawValue: BPF_SK_REUSEPORT_SELECT.rawValue)
     /// `BPF_FLOW_DISSECTOR`.
     public static let flowDissector = AttachType(rawValue: BPF_FLOW_DISSECTOR.rawValue)
 
@@ -132,6 +137,7 @@ public struct AttachType: RawRepresentable, Hashable, Sendable, CustomStringConv
         switch self {
         case .skLookup: "sk_lookup"
         case .flowDissector: "flow_dissector"
+        case .skReuseportSelect: "sk_reuseport_select"
         default: "attach type \(rawValue)"
         }
     }

@@ -456,6 +456,10 @@ long cbpf_getsockopt_int(int fd, int level, int name, int *value) {
     RETURN(getsockopt(fd, level, name, value, &len));
 }
 
+long cbpf_setsockopt_int(int fd, int level, int name, int value) {
+    RETURN(setsockopt(fd, level, name, &value, sizeof(value)));
+}
+
 long cbpf_set_timeouts(int fd, uint32_t milliseconds) {
     struct timeval tv = {.tv_sec = milliseconds / 1000, .tv_usec = (milliseconds % 1000) * 1000};
     if (setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) < 0) return -errno;

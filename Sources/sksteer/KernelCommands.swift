@@ -154,7 +154,7 @@ struct Doctor: ParsableCommand {
                 print("  (and mount it with -o mode=0700 at boot)")
             }
             for probe in report.probes {
-                print("\(probe.available ? "ok " : "NO ") \(probe.name)")
+                print("\(probe.available ? "ok " : "NO ") \(probe.name)\(probe.since.map { " (Linux \($0))" } ?? "")")
                 if let detail = probe.detail { print("  \(detail)") }
             }
             print(

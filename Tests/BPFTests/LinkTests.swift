@@ -56,6 +56,26 @@ struct LinkTests {
         }
     }
 
+    /// The query lists every attached program in run order with attach flags 0, up to the
+    /// kernel's 64 per namespace; a 65th attach is refused.
+    @Test func queryListsEveryProgramUpToTheKernelsLimit() throws {
+        try exclusively {
+            let namespace = try NetworkNamespace.makeThrowaway()
+            let programs = try (0..<64).map { i in
+                try Program.load(i % 2 == 0 ? TestPrograms.pass : TestPrograms.drop, type: .skLookup, name: "p\(i)")
+            }
+            let links = try programs.map { try Link.attach($0, to: namespace) }
+            let query = try Link.query(attachedTo: namespace)
+            #expect(query.programIDs == (try programs.map { try $0.info().id }))
+            #expect(query.attachFlags == 0)
+            #expect {
+                try Link.attach(programs[0], to: namespace)
+            } throws: { ($0 as? BPFError)?.code == E2BIG }
+            for link in links { try link.detach() }
+            #expect(try Link.query(attachedTo: namespace).programIDs.isEmpty)
+        }
+    }
+
     @Test func pinnedObjectsOutliveTheirDescriptors() throws {
         try exclusively {
             let bpffs = try BPFFileSystem.TemporaryMount()
@@ -124,7 +144,7 @@ struct LinkTests {
     }
 
     /// A client connecting in a loop sees no failure while the program behind the link is
-    /// swapped 100 times between two that steer to different servers.
+    /// swapped at least 100 times between two that steer to different servers.
     @Test func linkUpdateUnderLoadLosesNoConnection() throws {
         try exclusively {
             let namespace = try NetworkNamespace.makeThrowaway()
@@ -155,9 +175,14 @@ struct LinkTests {
                     }
                 }
             }
-            for swap in 0..<100 {
+            // At least 100 swaps, and on until the client has made 100 connections across
+            // them (a slow machine, such as an emulated one, makes fewer per swap).
+            var swap = 0
+            let deadline = ContinuousClock.now + .seconds(120)
+            while swap < 100 || (results.withLock { $0.ok } < 100 && ContinuousClock.now < deadline) {
                 try link.update(to: swap % 2 == 0 ? toB : toA)
                 usleep(2_000)
+                swap += 1
             }
             done.store(true, ordering: .relaxed)
             client.join()
@@ -177,4 +202,15 @@ func bpfObjectDescriptorCount() -> Int {
         (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/fd/\(name)"))?.hasPrefix(
             "anon_inode:bpf") == true
     }.count
+}
+
+/// Only a network namespace opens as one: another namespace or a plain file is named as such.
+struct NamespaceFileTests {
+    @Test func onlyANetworkNamespaceOpens() throws {
+        _ = try NetworkNamespace.open(path: "/proc/self/ns/net")
+        let mount = #expect(throws: BPFError.self) { try NetworkNamespace.open(path: "/proc/self/ns/mnt") }
+        #expect(mount?.hint == "/proc/self/ns/mnt is a mount namespace, not a network namespace")
+        let file = #expect(throws: BPFError.self) { try NetworkNamespace.open(path: "/etc/passwd") }
+        #expect(file?.hint?.hasPrefix("/etc/passwd is not a namespace file") == true)
+    }
 }

@@ -3,6 +3,7 @@ import BPFAssembly
 import Dispatch
 import KernelTestSupport
 import Synchronization
+import SystemPackage
 import Testing
 
 #if canImport(Glibc)
@@ -12,6 +13,50 @@ import Testing
 @Suite(needsRoot)
 struct MapTests {
     /// Keys and values of the wrong size are refused before the kernel reads past them.
+    /// A typed map refuses a key or value type with padding, whose bytes Swift leaves undefined.
+    @Test func paddedTypesAreRefused() throws {
+        try exclusively {
+            let map = try Map.create(type: .hash, keySize: 8, valueSize: 8, maxEntries: 4)
+            #expect { try HashMap<Padded, UInt64>(map) } throws: {
+                ($0 as? BPFError)?.hint?.contains("3 padding bytes") == true
+            }
+            #expect(throws: BPFError.self) { try HashMap<UInt64, Padded>(map) }
+            let typed = try HashMap<Packed, UInt64>(map)
+            try typed.update(Packed(low: 1, high: 2), 3)
+            #expect(try typed.lookup(Packed(low: 1, high: 2)) == 3)
+        }
+    }
+
+    /// A socket map takes any socket descriptor (a swift-system `FileDescriptor`'s, say) and
+    /// leaves it the caller's; one the kernel would refuse is named in the error.
+    @Test func socketMapsTakeDescriptorsOfOtherCode() throws {
+        try exclusively {
+            let namespace = try NetworkNamespace.makeThrowaway()
+            let sockets = try SocketMap.create(count: 2)
+            let listening = try namespace.run { try Socket.bound(.tcp, .loopback4, port: 8200) }
+            let idle = try Socket.unbound(.tcp, family: AF_INET)
+            let connectedUDP = try namespace.run { try Socket.bound(.udp, .loopback4, port: 8202) }
+            try namespace.run { try connectedUDP.connect(to: Endpoint(.loopback4, 8201)) }
+            let borrowed = FileDescriptor(rawValue: listening.descriptor.withRawValue { $0 })
+            try sockets.set(0, descriptor: borrowed.rawValue)
+            #expect(try sockets.cookie(at: 0) == listening.cookie())
+            #expect(fcntl(borrowed.rawValue, F_GETFD) >= 0)
+            let notListening = #expect(throws: BPFError.self) {
+                try sockets.set(1, descriptor: idle.descriptor.withRawValue { $0 })
+            }
+            let idleNumber = idle.descriptor.withRawValue { $0 }
+            #expect(
+                notListening?.hint?.hasPrefix("descriptor \(idleNumber) is a TCP socket that is not listening") == true)
+            let connected = #expect(throws: BPFError.self) {
+                try sockets.set(1, descriptor: connectedUDP.descriptor.withRawValue { $0 })
+            }
+            #expect(connected?.hint?.contains("connected UDP socket") == true)
+            let closed = #expect(throws: BPFError.self) { try sockets.set(1, descriptor: 9999) }
+            #expect(closed?.errno == .badFileDescriptor)
+            #expect(try Socket(duplicating: borrowed).cookie() == listening.cookie())
+        }
+    }
+
     @Test func sizesAreChecked() throws {
         try exclusively {
             let map = try Map.create(type: .hash, keySize: 4, valueSize: 64, maxEntries: 4)
@@ -160,5 +205,33 @@ struct MapTests {
             #expect(try map.keys().count == 2048)
             #expect(try map.lookup(2047) == 6141)
         }
+    }
+}
+
+/// 1 + 3 padding + 4 bytes.
+struct Padded: BitwiseCopyable {
+    var flag: UInt8
+    var count: UInt32
+}
+
+/// Two 4-byte fields: no padding.
+struct Packed: BitwiseCopyable, Equatable {
+    var low: UInt32
+    var high: UInt32
+}
+
+/// Padding is found without the kernel.
+struct PaddingTests {
+    @Test func paddingIsCountedDownToTheLeafFields() {
+        struct Nested: BitwiseCopyable {
+            var pair: (UInt16, UInt8)  // 1 byte of padding inside the tuple
+            var wide: UInt32
+        }
+        #expect(paddingBytes(of: Padded.self) == 3)
+        #expect(paddingBytes(of: Packed.self) == 0)
+        #expect(paddingBytes(of: Nested.self) == 1)
+        #expect(paddingBytes(of: UInt64.self) == 0)
+        #expect(paddingBytes(of: (UInt32, UInt32, UInt16, UInt16).self) == 0)
+        #expect(paddingBytes(of: SIMD4<UInt8>.self) == 0)
     }
 }

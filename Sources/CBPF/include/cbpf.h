@@ -79,6 +79,7 @@ long cbpf_send(int fd, const void *buf, size_t len);
 long cbpf_receive(int fd, void *buf, size_t len);
 long cbpf_socket_cookie(int fd, uint64_t *cookie);
 long cbpf_getsockopt_int(int fd, int level, int name, int *value);
+long cbpf_setsockopt_int(int fd, int level, int name, int value);
 long cbpf_set_timeouts(int fd, uint32_t milliseconds);
 // SO_LINGER {1, 0}: close() resets the connection instead of leaving TIME_WAIT.
 long cbpf_set_linger_zero(int fd);
