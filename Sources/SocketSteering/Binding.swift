@@ -135,6 +135,15 @@ public struct Binding: Hashable, Sendable, CustomStringConvertible, Codable {
         self.init(label: label, transport: transport, prefix: parsed, ports: try PortSet(parsing: ports))
     }
 
+    /// A note when `prefix` has host bits set, which a binding drops: `127.0.0.1/24 has host
+    /// bits set; it binds 127.0.0.0/24`. `nil` for a prefix written as its network.
+    public static func hostBitsNote(_ prefix: String) -> String? {
+        guard prefix.contains("/"), let parsed = IPPrefix(prefix),
+            let written = IPAddress(String(prefix.prefix { $0 != "/" })), written != parsed.address
+        else { return nil }
+        return "\(prefix) has host bits set; it binds \(parsed)"
+    }
+
     /// Parses a no-socket policy: `drop` or `pass`.
     public static func policy(_ text: String) throws(SteeringError) -> NoSocketPolicy {
         guard let policy = NoSocketPolicy(rawValue: text.lowercased()) else {

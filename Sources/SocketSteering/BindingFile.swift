@@ -14,12 +14,19 @@ import FoundationEssentials
 /// api      tcp       127.0.0.2     5000-5099
 /// ```
 public enum BindingFile {
-    /// Parses the text of a binding file; errors name the line (or JSON entry).
-    public static func parse(_ text: String) throws(SteeringError) -> [Binding] {
+    /// Parses the text of a binding file; errors name the line (or JSON entry). `note` hears
+    /// of what is accepted but maybe not meant (a prefix with host bits set), by line.
+    public static func parse(
+        _ text: String, note: (String) -> Void = { _ in }
+    ) throws(SteeringError) -> [Binding] {
         let trimmed = text.drop { $0 == " " || $0 == "\n" || $0 == "\t" || $0 == "\r" }
-        if trimmed.first == "{" { return try parseJSON(String(trimmed)) }
+        if trimmed.first == "{" { return try parseJSON(String(trimmed), note: note) }
+        if trimmed.first == "[" {
+            throw .invalidInput("a JSON binding file is an object, {\"bindings\": [...]}, not a bare array")
+        }
         // Split on bytes, not characters: a file of a million lines parses in a blink.
         var bindings: [Binding] = []
+        var firstLine: [Binding.Rule: (line: Int, label: String)] = [:]
         var line = 0
         var fields: [String] = []
         var field: [UInt8] = []
@@ -43,7 +50,19 @@ public enum BindingFile {
             do {
                 var binding = try Binding(label: fields[0], protocol: fields[1], prefix: fields[2], ports: fields[3])
                 if fields.count == 5 { binding.noSocket = try Binding.policy(fields[4]) }
+                if fields[2].contains("/"), let text = Binding.hostBitsNote(fields[2]) { note("line \(line): \(text)") }
+                if let earlier = firstLine.updateValue((line, binding.label), forKey: binding.rule) {
+                    let rule = "\(binding.transport) \(binding.prefix) \(binding.ports)"
+                    guard earlier.label == binding.label else {
+                        throw SteeringError.conflict(
+                            "\(rule) is bound to '\(earlier.label)' on line \(earlier.line) and to '\(binding.label)'")
+                    }
+                    note("line \(line): \(rule) → \(binding.label) repeats line \(earlier.line)")
+                }
                 bindings.append(binding)
+            } catch let error as SteeringError {
+                if case .conflict = error { throw .conflict("line \(line): \(error)") }
+                throw .invalidInput("line \(line): \(error)")
             } catch {
                 throw .invalidInput("line \(line): \(error)")
             }
@@ -63,9 +82,16 @@ public enum BindingFile {
         return bindings
     }
 
-    static func parseJSON(_ text: String) throws(SteeringError) -> [Binding] {
+    static func parseJSON(_ text: String, note: (String) -> Void = { _ in }) throws(SteeringError) -> [Binding] {
+        if let (key, line) = duplicateKey(in: text) {
+            throw .invalidInput("line \(line): field \"\(key)\" appears twice in one JSON object")
+        }
         do {
-            return try JSONDecoder().decode(File.self, from: Data(text.utf8)).bindings
+            let file = try JSONDecoder().decode(File.self, from: Data(text.utf8))
+            for (index, prefix) in file.prefixTexts.enumerated() {
+                if let text = Binding.hostBitsNote(prefix) { note("bindings[\(index)]: \(text)") }
+            }
+            return file.bindings
         } catch let error as SteeringError {
             throw error
         } catch DecodingError.dataCorrupted(let context) {
@@ -80,6 +106,48 @@ public enum BindingFile {
         }
     }
 
+    /// The first key that appears twice in one JSON object, and its line: JSONDecoder would
+    /// silently keep one of them. Strings are compared as written (escapes not decoded).
+    static func duplicateKey(in text: String) -> (key: String, line: Int)? {
+        var objects: [Set<[UInt8]>?] = []  // nil: an array
+        var expectKey = false
+        var line = 1
+        let bytes = Array(text.utf8)
+        var i = 0
+        while i < bytes.count {
+            let byte = bytes[i]
+            switch byte {
+            case UInt8(ascii: "\n"): line += 1
+            case UInt8(ascii: "{"):
+                objects.append([])
+                expectKey = true
+            case UInt8(ascii: "["):
+                objects.append(nil)
+                expectKey = false
+            case UInt8(ascii: "}"), UInt8(ascii: "]"):
+                if !objects.isEmpty { objects.removeLast() }
+                expectKey = false
+            case UInt8(ascii: ","): expectKey = objects.last.map { $0 != nil } ?? false
+            case UInt8(ascii: "\""):
+                var end = i + 1
+                while end < bytes.count, bytes[end] != UInt8(ascii: "\"") {
+                    end += bytes[end] == UInt8(ascii: "\\") ? 2 : 1
+                }
+                let string = Array(bytes[(i + 1)..<min(end, bytes.count)])
+                if expectKey, let keys = objects.last, var seen = keys {
+                    if seen.contains(string) { return (String(decoding: string, as: UTF8.self), line) }
+                    seen.insert(string)
+                    objects[objects.count - 1] = seen
+                    expectKey = false
+                }
+                i = end
+            default: break
+            }
+            i += 1
+        }
+        return nil
+    }
+
     static func path(_ codingPath: [any CodingKey]) -> String {
         codingPath.map { $0.intValue.map { "[\($0)]" } ?? ".\($0.stringValue)" }.joined().drop { $0 == "." }.description
     }
@@ -87,6 +155,8 @@ public enum BindingFile {
     /// `{"bindings": [...]}`, refusing unknown fields at both levels.
     struct File: Decodable {
         var bindings: [Binding]
+        /// Each binding's prefix as written.
+        var prefixTexts: [String] = []
 
         struct AnyKey: CodingKey {
             var stringValue: String
@@ -103,6 +173,7 @@ public enum BindingFile {
             }
             var list = try keys.nestedUnkeyedContainer(forKey: AnyKey(stringValue: "bindings"))
             var bindings: [Binding] = []
+            var prefixTexts: [String] = []
             while !list.isAtEnd {
                 let index = list.currentIndex
                 let entry = try list.nestedContainer(keyedBy: AnyKey.self)
@@ -126,12 +197,14 @@ public enum BindingFile {
                         binding.noSocket = try Binding.policy(policy)
                     }
                     bindings.append(binding)
+                    prefixTexts.append(try field("prefix"))
                 } catch let error as SteeringError {
                     throw SteeringError.invalidInput(
                         error.description.hasPrefix("bindings[") ? error.description : "bindings[\(index)]: \(error)")
                 }
             }
             self.bindings = bindings
+            self.prefixTexts = prefixTexts
         }
     }
 }

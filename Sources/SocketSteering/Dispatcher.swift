@@ -49,9 +49,15 @@ public final class Dispatcher {
 
     static func checkFileSystem(_ bpffs: String) throws {
         guard BPFFileSystem.isMounted(at: bpffs) else {
+            // Mounting over a directory that has other uses (/tmp, say) would hide its files:
+            // suggest a mount only on the standard place.
             throw SteeringError.notLoaded(
-                "\(bpffs) is not a bpf filesystem: mount one (mount -t bpf -o mode=0700 bpf \(bpffs)) or pass --bpffs DIR"
-            )
+                bpffs == BPFFileSystem.defaultPath
+                    ? "\(bpffs) is not a bpf filesystem: mount one (mount -t bpf -o mode=0700 bpf \(bpffs))"
+                        + " or pass --bpffs DIR"
+                    : "\(bpffs) is not a bpf filesystem: pass --bpffs with a directory where one is mounted"
+                        + " (awk '$3 == \"bpf\"' /proc/mounts lists them), or mount one on an empty directory of its own"
+                        + " (mount -t bpf -o mode=0700 bpf DIR)")
         }
     }
 

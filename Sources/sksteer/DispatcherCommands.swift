@@ -126,6 +126,7 @@ struct BindingArguments: ParsableArguments {
     func binding() throws -> Binding {
         var binding = try Binding(label: label, protocol: proto, prefix: prefix, ports: ports)
         binding.noSocket = try Binding.policy(noSocket)
+        if let note = Binding.hostBitsNote(prefix) { warn(note) }
         return binding
     }
 }
@@ -169,8 +170,8 @@ struct Bindings: ParsableCommand {
     func run() throws {
         try reporting {
             var transport: Socket.Transport?
-            if let proto, proto != "any" {
-                guard let t = Socket.Transport(rawValue: proto) else {
+            if let proto, proto.lowercased() != "any" {
+                guard let t = Socket.Transport(rawValue: proto.lowercased()) else {
                     throw ToolError("protocol '\(proto)' is not tcp, udp or any")
                 }
                 transport = t
@@ -212,7 +213,7 @@ struct FileArgument: ParsableArguments {
         let data = try readFile(file)
         guard let text = String(data: data, encoding: .utf8) else { throw ToolError("\(file): not UTF-8 text") }
         do {
-            return try BindingFile.parse(text)
+            return try BindingFile.parse(text) { warn("\(file): \($0)") }
         } catch {
             throw ToolError("\(file): \(error)")
         }
@@ -311,7 +312,7 @@ struct RegisterPID: ParsableCommand {
                 pidText = text.trimmingCharacters(in: .whitespacesAndNewlines)
             }
             guard let process = Int32(pidText) else { throw ToolError("'\(pid)' is not a process id or a pid file") }
-            guard let transport = Socket.Transport(rawValue: proto) else {
+            guard let transport = Socket.Transport(rawValue: proto.lowercased()) else {
                 throw ToolError("protocol '\(proto)' is not tcp or udp")
             }
             guard let address = IPAddress(ip) else { throw ToolError("'\(ip)' is not an IP address") }
@@ -330,12 +331,13 @@ struct Unregister: ParsableCommand {
     @Argument(help: "ipv4 or ipv6.") var family: String
     func run() throws {
         try reporting {
-            guard let transport = Socket.Transport(rawValue: proto) else {
+            guard let transport = Socket.Transport(rawValue: proto.lowercased()) else {
                 throw ToolError("protocol '\(proto)' is not tcp or udp")
             }
-            guard ["ipv4", "ipv6"].contains(family) else { throw ToolError("family '\(family)' is not ipv4 or ipv6") }
-            try state.open().unregister(label: label, transport: transport, ipv6: family == "ipv6")
-            try state.report("unregistered", ["destination": "\(label) \(family) \(transport)"])
+            let lowered = family.lowercased()
+            guard ["ipv4", "ipv6"].contains(lowered) else { throw ToolError("family '\(family)' is not ipv4 or ipv6") }
+            try state.open().unregister(label: label, transport: transport, ipv6: lowered == "ipv6")
+            try state.report("unregistered", ["destination": "\(label) \(lowered) \(transport)"])
         }
     }
 }
@@ -395,7 +397,7 @@ struct Explain: ParsableCommand {
 
     func run() throws {
         try reporting {
-            guard let transport = Socket.Transport(rawValue: proto) else {
+            guard let transport = Socket.Transport(rawValue: proto.lowercased()) else {
                 throw ToolError("protocol '\(proto)' is not tcp or udp")
             }
             guard let address = IPAddress(ip) else { throw ToolError("'\(ip)' is not an IP address") }

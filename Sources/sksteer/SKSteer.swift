@@ -53,6 +53,11 @@ func readFile(_ path: String) throws -> Data {
     return FileHandle(fileDescriptor: fd, closeOnDealloc: true).readDataToEndOfFile()
 }
 
+/// One line on stderr about something accepted that may not be what was meant.
+func warn(_ message: String) {
+    FileHandle.standardError.write(Data("sksteer: warning: \(message)\n".utf8))
+}
+
 /// Runs a command body, turning every error of ours into one line on stderr and exit status 1:
 /// the one place the command line reports errors.
 func reporting(_ body: () throws -> Void) throws {

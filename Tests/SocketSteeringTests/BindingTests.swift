@@ -83,5 +83,29 @@ struct BindingTests {
             message(#"{"bindings": [{"label": "a", "protocol": "tcp", "ports": "1"}]}"#).contains(
                 "\"prefix\" is missing"))
         #expect(message(#"{"bindings": [{"#).contains("not valid JSON"))
+        // JSONDecoder would keep one of two equal keys without a word.
+        #expect(
+            message("{\"bindings\": [\n{\"label\": \"a\", \"label\": \"b\", \"protocol\": \"tcp\"}]}")
+                == "line 2: field \"label\" appears twice in one JSON object")
+        #expect(message(#"[{"label": "a"}]"#).contains("not a bare array"))
+        // Two labels for one rule name both lines; the same binding twice is only a note.
+        #expect(
+            message("a tcp 127.0.0.0/24 80\n\nb tcp 127.0.0.0/24 80\n")
+                == "line 3: tcp 127.0.0.0/24 80 is bound to 'a' on line 1 and to 'b'")
+        var notes: [String] = []
+        let repeated = try BindingFile.parse("a tcp 127.0.0.1/24 80\na tcp 127.0.0.0/24 80\n") { notes.append($0) }
+        #expect(repeated.count == 2)
+        #expect(
+            notes == [
+                "line 1: 127.0.0.1/24 has host bits set; it binds 127.0.0.0/24",
+                "line 2: tcp 127.0.0.0/24 80 → a repeats line 1",
+            ])
+        notes = []
+        _ = try BindingFile.parse(
+            #"{"bindings": [{"label": "a", "protocol": "TCP", "prefix": "2001:db8::1/32", "ports": "*"}]}"#
+        ) { notes.append($0) }
+        #expect(notes == ["bindings[0]: 2001:db8::1/32 has host bits set; it binds 2001:db8::/32"])
+        #expect(Binding.hostBitsNote("10.0.0.0/8") == nil)
+        #expect(Binding.hostBitsNote("10.0.0.1") == nil)
     }
 }
