@@ -68,13 +68,13 @@ public enum BPFFileSystem {
 
     /// Mounts a private bpf filesystem on a new temporary directory and removes both when
     /// released: for tests and demos on machines where /sys/fs/bpf is not mounted.
-    public final class TemporaryMount: Sendable {
+    package final class TemporaryMount: Sendable {
         /// The mount point.
-        public let path: String
+        package let path: String
 
         /// Creates a temporary directory and mounts a bpf filesystem on it, its root with
         /// permission bits `mode`; both are removed on release.
-        public init(mode: UInt32 = 0o700) throws(BPFError) {
+        package init(mode: UInt32 = 0o700) throws(BPFError) {
             var template = Array("/tmp/sksteer-bpffs-XXXXXX".utf8CString)
             guard let made = mkdtemp(&template) else {
                 throw BPFError(operation: "create a temporary directory", code: errno)

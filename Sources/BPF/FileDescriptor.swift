@@ -36,7 +36,7 @@ public final class OwnedFileDescriptor: Sendable {
 }
 
 /// The number of descriptors this process has open (from `/proc/self/fd`); for leak checks.
-public func openDescriptorCount() -> Int {
+package func openDescriptorCount() -> Int {
     guard let directory = opendir("/proc/self/fd") else { return -1 }
     defer { closedir(directory) }
     var count = 0

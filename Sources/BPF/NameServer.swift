@@ -8,11 +8,11 @@ import Synchronization
 /// A tiny server that answers with its own name: every TCP connection it accepts gets the
 /// name and is closed; every UDP datagram gets the name back. Tests and demos use it to see
 /// which socket a connection really reached.
-public final class NameServer: Sendable {
+package final class NameServer: Sendable {
     /// The name it answers with.
-    public let name: String
+    package let name: String
     /// The socket it serves on.
-    public let socket: Socket
+    package let socket: Socket
     private let state: State
     private let thread: JoinableThread
 
@@ -24,7 +24,7 @@ public final class NameServer: Sendable {
     }
 
     /// Starts serving on `socket` (a listening TCP or a bound UDP socket) on a thread of its own.
-    public init(name: String, socket: Socket) throws(BPFError) {
+    package init(name: String, socket: Socket) throws(BPFError) {
         self.name = name
         self.socket = socket
         let state = State()
@@ -34,7 +34,7 @@ public final class NameServer: Sendable {
     }
 
     /// How many connections or datagrams it has answered.
-    public var answered: Int { state.count.load(ordering: .relaxed) }
+    package var answered: Int { state.count.load(ordering: .relaxed) }
 
     private static func serve(name: String, socket: Socket, state: State) {
         let reply = Array(name.utf8)
@@ -53,7 +53,7 @@ public final class NameServer: Sendable {
     }
 
     /// Stops serving and waits for the thread to end. Called on release too.
-    public func stop() {
+    package func stop() {
         state.stopping.store(true, ordering: .relaxed)
         thread.join()
     }
@@ -65,7 +65,7 @@ public final class NameServer: Sendable {
     ///
     /// The UDP client is unconnected, so it accepts the reply from whatever address the
     /// server answers from (a steered server answers from its own bound address).
-    public static func ask(
+    package static func ask(
         _ transport: Socket.Transport, _ endpoint: Endpoint, timeoutMilliseconds: UInt32 = 2000
     ) throws(BPFError) -> String {
         switch transport {
@@ -90,12 +90,12 @@ private final class ThreadStart {
 /// A POSIX thread that runs a closure and can be joined: for work that must happen on a
 /// thread of its own (entering a network namespace moves only the calling thread) and for
 /// small servers and clients.
-public final class JoinableThread: Sendable {
+package final class JoinableThread: Sendable {
     private let handle: pthread_t
     private let joined = Mutex(false)
 
     /// Starts the thread.
-    public init(_ body: @escaping @Sendable () -> Void) throws(BPFError) {
+    package init(_ body: @escaping @Sendable () -> Void) throws(BPFError) {
         let unmanaged = Unmanaged.passRetained(ThreadStart(body))
         var thread = pthread_t()
         let started = pthread_create(
@@ -112,7 +112,7 @@ public final class JoinableThread: Sendable {
     }
 
     /// Waits for the thread to end (once; later calls return at once).
-    public func join() {
+    package func join() {
         let first = joined.withLock { done in
             defer { done = true }
             return !done

@@ -76,7 +76,7 @@ public final class Socket: Sendable, CustomStringConvertible {
 
     /// Makes `close` reset a TCP connection (`SO_LINGER` 0) instead of leaving it in TIME_WAIT;
     /// for clients that open many short connections, such as benchmarks.
-    public func resetOnClose() throws(BPFError) {
+    package func resetOnClose() throws(BPFError) {
         try kernelCall("set SO_LINGER") { cbpf_set_linger_zero(fd) }
     }
 

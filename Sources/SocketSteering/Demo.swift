@@ -7,33 +7,33 @@ import BPF
 /// The guided tour `sksteer demo` runs: a throwaway namespace and bpffs, the dispatcher,
 /// a few servers that answer with their names, bindings, real connections, and counters.
 /// Nothing is left behind.
-public enum Demo {
+package enum Demo {
     /// One connection the demo made.
-    public struct Row: Sendable {
+    package struct Row: Sendable {
         /// TCP or UDP.
-        public var transport: Socket.Transport
+        package var transport: Socket.Transport
         /// The address and port connected to.
-        public var target: Endpoint
+        package var target: Endpoint
         /// Which binding should take it, in words.
-        public var why: String
+        package var why: String
         /// The server names that may answer (or `refused`).
-        public var expected: [String]
+        package var expected: [String]
         /// What did answer.
-        public var landed: String
+        package var landed: String
         /// Whether the server that answered is one of ``expected``.
-        public var ok: Bool { expected.contains(landed) }
+        package var ok: Bool { expected.contains(landed) }
     }
 
     /// What the demo saw: every connection it made, and the dispatcher's status at the end.
-    public struct Report: Sendable {
+    package struct Report: Sendable {
         /// The connections, in the order they were made.
-        public var rows: [Row]
+        package var rows: [Row]
         /// The dispatcher's status after the connections, counters included.
-        public var status: DispatcherStatus
+        package var status: DispatcherStatus
     }
 
     /// Runs the demo; `say` receives each line of narration.
-    public static func run(say: (String) -> Void) throws -> Report {
+    package static func run(say: (String) -> Void) throws -> Report {
         let namespace = try NetworkNamespace.makeThrowaway()
         let bpffs = try BPFFileSystem.TemporaryMount()
         say("1. A throwaway network namespace (lo up) and a private bpf filesystem at \(bpffs.path).")

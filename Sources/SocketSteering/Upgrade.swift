@@ -70,14 +70,14 @@ extension Dispatcher {
 
     /// A copy of the data plane over this dispatcher's maps that counts test runs like real
     /// traffic; benchmarks measure it with `BPF_PROG_TEST_RUN`. It is loaded, not attached.
-    public func measurementProgram() throws -> Program {
+    package func measurementProgram() throws -> Program {
         try Program.load(
             DataPlane.program(maps.dataPlane(copy: activeCopy()), counting: .everyRun), type: .skLookup,
             name: "sksteer_bench")
     }
 
     /// The assembled data plane of this dispatcher (for instruction counts and load timing).
-    public func dataPlaneAssembly() throws -> BPFAssembly.Assembly {
+    package func dataPlaneAssembly() throws -> BPFAssembly.Assembly {
         try DataPlane.program(maps.dataPlane(copy: activeCopy()))
     }
 }
