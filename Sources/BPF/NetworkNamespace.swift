@@ -78,7 +78,8 @@ public final class NetworkNamespace: Sendable, CustomStringConvertible {
     }
 
     /// Runs `body` on a new thread that has entered this namespace, and waits for it. Sockets
-    /// created in `body` belong to this namespace, wherever they are used afterwards.
+    /// created in `body` belong to this namespace, wherever they are used afterwards. Entering
+    /// needs CAP_SYS_ADMIN, except when the thread is in the namespace already.
     public func run<T: Sendable>(_ body: @Sendable () throws -> T) throws -> T {
         let fd = descriptor.rawValue
         let path = self.path
@@ -86,7 +87,18 @@ public final class NetworkNamespace: Sendable, CustomStringConvertible {
         let result: Result<T, any Error> = try withoutActuallyEscaping(body) { body in
             try onNewThread {
                 do {
-                    try kernelCall("enter network namespace \(path)", hints: unshareHints) { cbpf_enter_network(fd) }
+                    // A thread already in the namespace (it is the process's own, say) does not
+                    // enter it again: setns needs CAP_SYS_ADMIN even for that.
+                    var target = stat()
+                    var own = stat()
+                    let already =
+                        fstat(fd, &target) == 0 && stat("/proc/thread-self/ns/net", &own) == 0
+                        && target.st_ino == own.st_ino && target.st_dev == own.st_dev
+                    if !already {
+                        try kernelCall("enter network namespace \(path)", hints: unshareHints) {
+                            cbpf_enter_network(fd)
+                        }
+                    }
                     return .success(try body())
                 } catch {
                     return .failure(error)

@@ -33,7 +33,8 @@ extension Dispatcher {
     }
 
     /// Registers the sockets systemd passed by socket activation (`LISTEN_FDS`, from fd 3;
-    /// `LISTEN_PID` must be this process when set; `LISTEN_FDNAMES` names them).
+    /// `LISTEN_PID`, when set, must be this process or its parent, so that a socket-activated
+    /// service can run `sksteer register` as a child; `LISTEN_FDNAMES` names them).
     ///
     /// - Parameters:
     ///   - name: register only the descriptors with this `LISTEN_FDNAMES` name.
@@ -43,13 +44,20 @@ extension Dispatcher {
         label: String, name: String? = nil, environment: [String: String], firstDescriptor: Int32 = 3
     ) throws -> [Registration] {
         try requireWritable()
-        guard let countText = environment["LISTEN_FDS"], let count = Int32(countText), count > 0 else {
+        guard let countText = environment["LISTEN_FDS"] else {
             throw SteeringError.invalidInput(
-                "LISTEN_FDS is not set: run this from a systemd unit with sockets (socket activation)")
+                "LISTEN_FDS is not set: run this from a systemd unit with sockets (socket activation),"
+                    + " or name the descriptors with --fd")
         }
-        if let pid = environment["LISTEN_PID"], Int32(pid) != getpid() {
+        guard let count = Int32(countText), count > 0 else {
+            throw SteeringError.invalidInput("LISTEN_FDS is '\(countText)', not a positive number of descriptors")
+        }
+        // The sockets are this process's, or its parent's when a socket-activated service runs
+        // `sksteer register` as a child (which inherits them).
+        if let pid = environment["LISTEN_PID"], Int32(pid) != getpid(), Int32(pid) != getppid() {
             throw SteeringError.invalidInput(
-                "LISTEN_PID is \(pid), not this process (\(getpid())): the sockets are not meant for it")
+                "LISTEN_PID is \(pid), neither this process (\(getpid())) nor its parent (\(getppid())):"
+                    + " the sockets are not meant for it")
         }
         let names =
             environment["LISTEN_FDNAMES"]?.split(separator: ":", omittingEmptySubsequences: false).map(String.init)
@@ -65,7 +73,12 @@ extension Dispatcher {
                 throw SteeringError.invalidInput("descriptor \(number) from LISTEN_FDS is not open")
             }
             let descriptor = OwnedFileDescriptor(adopting: copy)
-            let facts = try Socket.facts(of: descriptor)
+            let facts: SocketFacts
+            do {
+                facts = try Socket.facts(of: descriptor)
+            } catch {
+                throw SteeringError.unsuitableSocket("descriptor \(number) (\(fdName)) is not a socket")
+            }
             guard let transport = facts.transport else {
                 throw SteeringError.unsuitableSocket("descriptor \(number) (\(fdName)) is not a TCP or UDP socket")
             }

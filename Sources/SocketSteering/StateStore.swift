@@ -37,7 +37,21 @@ extension Dispatcher {
                 "the state in \(directory) belongs to a network namespace that no longer exists (its link is"
                     + " detached); run sksteer unload to remove it, then sksteer load")
         }
-        let program = try Program.open(id: info.programID)
+        // The attached program is one of the pinned ones (a switch renames program-next into
+        // place); open it by pin, not by id, which would need CAP_SYS_ADMIN.
+        var attached: Program?
+        for name in ["program", "program-next"] {
+            guard let candidate = try? Program.openPinned(at: "\(directory)/\(name)") else { continue }
+            let id: UInt32? = try? candidate.info().id
+            if id == info.programID {
+                attached = candidate
+                break
+            }
+        }
+        guard let program = attached else {
+            throw SteeringError.kernel(
+                "the program attached by \(directory)/link is not pinned in \(directory); run sksteer load to repair")
+        }
         let used = Set(try program.info().mapIDs)
         for copy in 0..<2 where used.contains(try maps.copies[copy].ports.info().id) { return copy }
         throw SteeringError.kernel(
@@ -506,7 +520,17 @@ extension Dispatcher {
             // A switch killed before its rename left the attached program at the staging name.
             if (try? Program.openPinned(at: staging).info().id) != attached {
                 unlink(staging)
-                try Program.open(id: attached).pin(at: staging)
+                if let program = try? Program.open(id: attached) {
+                    try program.pin(at: staging)
+                } else {
+                    // Opening by id needs CAP_SYS_ADMIN: attach a new copy of the same program
+                    // instead (one atomic link update) and pin that.
+                    let assembly = try DataPlane.program(maps.dataPlane(copy: active))
+                    let program = try Program.load(assembly, type: .skLookup, name: "sksteer")
+                    let link = try Link.openPinned(at: "\(directory)/link")
+                    try link.update(to: program)
+                    try program.pin(at: staging)
+                }
                 chmod(staging, 0o640)
             }
             guard rename(staging, "\(directory)/program") == 0 else {

@@ -283,10 +283,23 @@ struct Register: ParsableCommand {
     @OptionGroup var state: StateOptions
     @Argument(help: "The label.") var label: String
     @Option(help: "Only the descriptors with this name in LISTEN_FDNAMES.") var name: String?
+    @Option(
+        name: .customLong("fd"),
+        help: "Register this inherited descriptor instead of LISTEN_FDS (repeatable: --fd 3 --fd 4).")
+    var descriptors: [Int32] = []
     func run() throws {
         try reporting {
-            let registrations = try state.open().registerActivatedSockets(
-                label: label, name: name, environment: ProcessInfo.processInfo.environment)
+            let dispatcher = try state.open()
+            var registrations: [Dispatcher.Registration] = []
+            if descriptors.isEmpty {
+                registrations = try dispatcher.registerActivatedSockets(
+                    label: label, name: name, environment: ProcessInfo.processInfo.environment)
+            } else {
+                if name != nil { throw ToolError("--name selects from LISTEN_FDNAMES; it does not go with --fd") }
+                for descriptor in descriptors {
+                    registrations += try dispatcher.register(descriptor: descriptor, label: label)
+                }
+            }
             try printRegistrations(registrations, format: state.format)
         }
     }

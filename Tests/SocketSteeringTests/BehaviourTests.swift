@@ -385,6 +385,23 @@ struct InterfaceTests {
             #expect(throws: SteeringError.self) {
                 try f.dispatcher().registerActivatedSockets(label: "svc", environment: [:])
             }
+            // A socket-activated service that runs `sksteer register` as a child: LISTEN_PID
+            // is the parent's.
+            environment["LISTEN_PID"] = "\(getppid())"
+            #expect(
+                try f.dispatcher().registerActivatedSockets(
+                    label: "svc", environment: environment, firstDescriptor: first
+                ).count == 2)
+            #expect {
+                try f.dispatcher().registerActivatedSockets(label: "svc", environment: ["LISTEN_FDS": "abc"])
+            } throws: { "\($0)".contains("LISTEN_FDS is 'abc', not a positive number") }
+            var pipes: [Int32] = [0, 0]
+            #expect(pipe(&pipes) == 0)
+            defer { for p in pipes { close(p) } }
+            #expect {
+                try f.dispatcher().registerActivatedSockets(
+                    label: "svc", environment: ["LISTEN_FDS": "1", "LISTEN_FDNAMES": "pipe"], firstDescriptor: pipes[0])
+            } throws: { "\($0)".contains("descriptor \(pipes[0]) (pipe) is not a socket") }
         }
     }
 
