@@ -7,12 +7,11 @@ import BPFAssembly
 ///
 /// ```swift
 /// let pass = Label("pass")
-/// let program = try SKLookupProgram(defaultAction: .drop) {
+/// let program = try SKLookupProgram(defaultAction: .pass) {
 ///     SKLookup.getLocalPort(.r6, into: .r7)
 ///     SKLookup.checkPort(.r7, .single(8080), goto: pass)
 ///     SKLookup.drop()
-///     pass
-///     SKLookup.pass()
+///     pass  // falls through to the default action: every instruction is reachable
 /// }
 /// ```
 public enum SKLookup {

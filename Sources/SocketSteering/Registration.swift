@@ -6,7 +6,7 @@ import BPF
 
 extension Dispatcher {
     /// Registers the socket of process `pid` that serves `transport` on `address:port`: a
-    /// listening TCP or unconnected UDP socket bound exactly there. For an SO_REUSEPORT group
+    /// listening TCP or unconnected UDP socket of this namespace bound exactly there. For an SO_REUSEPORT group
     /// the first socket is registered; the kernel spreads connections over the group.
     @discardableResult
     public func register(
@@ -14,6 +14,9 @@ extension Dispatcher {
     ) throws -> [Registration] {
         try requireWritable()
         var seen: [String] = []
+        // A process can hold sockets of several namespaces bound to the same address: only
+        // this namespace's are candidates.
+        let ours = try namespace.run { try Socket.bound(.udp, .loopback4, port: 0).facts().namespaceCookie }
         for (number, descriptor) in try descriptors(ofProcess: pid) {
             guard let facts = try? Socket.facts(of: descriptor), let kind = facts.transport else { continue }
             let local = facts.local.map { "\($0)" } ?? "?"
@@ -23,6 +26,7 @@ extension Dispatcher {
             else { continue }
             if transport == .tcp && !facts.listening { continue }
             if transport == .udp && facts.connected { continue }
+            if let ours, let theirs = facts.namespaceCookie, theirs != ours { continue }
             let socket = Socket(adopting: descriptor, transport: kind, family: facts.family)
             return try register(socket, label: label)
         }

@@ -38,9 +38,9 @@ extension Dispatcher {
                     + " detached); run sksteer unload to remove it, then sksteer load")
         }
         // The attached program is one of the pinned ones (a switch renames program-next into
-        // place); open it by pin, not by id, which would need CAP_SYS_ADMIN.
+        // place, an upgrade program-upgrade; either can die before its rename); open it by pin, not by id, which would need CAP_SYS_ADMIN.
         var attached: Program?
-        for name in ["program", "program-next"] {
+        for name in ["program", "program-next", "program-upgrade"] {
             guard let candidate = try? Program.openPinned(at: "\(directory)/\(name)") else { continue }
             let id: UInt32? = try? candidate.info().id
             if id == info.programID {
@@ -517,7 +517,17 @@ extension Dispatcher {
         let attached = try Link.openPinned(at: "\(directory)/link").info().programID
         let staging = "\(directory)/program-next"
         if (try? Program.openPinned(at: "\(directory)/program").info().id) != attached {
-            // A switch killed before its rename left the attached program at the staging name.
+            // A switch (or an upgrade) killed before its rename left the attached program at
+            // its staging name.
+            let upgrade = "\(directory)/program-upgrade"
+            if (try? Program.openPinned(at: staging).info().id) != attached,
+                (try? Program.openPinned(at: upgrade).info().id) == attached
+            {
+                unlink(staging)
+                guard rename(upgrade, staging) == 0 else {
+                    throw SteeringError.kernel("cannot move the upgraded program: \(errnoDescription(errno))")
+                }
+            }
             if (try? Program.openPinned(at: staging).info().id) != attached {
                 unlink(staging)
                 if let program = try? Program.open(id: attached) {

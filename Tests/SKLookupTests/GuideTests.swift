@@ -8,6 +8,39 @@ import Testing
 /// checked with real connections.
 @Suite(needsRoot)
 struct GuideTests {
+    /// The doc comments' examples of `SKLookup` and `SKLookupProgram`, as written, load and
+    /// do what they say (a body that ended in its own return once left the default action
+    /// unreachable, which the verifier rejects).
+    @Test func theDocExamplesLoad() throws {
+        try exclusively {
+            let namespace = try NetworkNamespace.makeThrowaway()
+            let web = try NameServer(
+                name: "web", socket: namespace.run { try Socket.bound(.tcp, .loopback4, port: 8080) })
+            let other = try NameServer(
+                name: "other", socket: namespace.run { try Socket.bound(.tcp, .loopback4, port: 9090) })
+            let pass = Label("pass")
+            let program = try SKLookupProgram(defaultAction: .pass) {
+                SKLookup.getLocalPort(.r6, into: .r7)
+                SKLookup.checkPort(.r7, .single(8080), goto: pass)
+                SKLookup.drop()
+                pass  // falls through to the default action: every instruction is reachable
+            }
+            var link = try program.load(name: "doc_example").attach(to: namespace)
+            #expect(try namespace.run { try NameServer.ask(.tcp, Endpoint(.loopback4, 8080)) } == "web")
+            #expect(try namespace.run { isRefused(Endpoint(.loopback4, 9090)) })
+            try link.detach()
+            let https = try SKLookupProgram(contextRegister: .r6, defaultAction: .drop) {
+                SKLookup.getLocalPort(.r6, into: .r7)
+                Instruction.jump(.jne, .r7, 443, offset: 2)
+                Instruction.mov(.r0, 1)
+                Instruction.exit()
+            }
+            link = try https.load(name: "https_only").attach(to: namespace)
+            #expect(try namespace.run { isRefused(Endpoint(.loopback4, 8080)) })
+            _ = (web, other, link)
+        }
+    }
+
     @Test func portFilterLets8080ThroughAndDropsTheRest() throws {
         try exclusively {
             let namespace = try NetworkNamespace.makeThrowaway()
