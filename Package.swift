@@ -9,6 +9,7 @@ let package = Package(
         .library(name: "BPF", targets: ["BPF"]),
         .library(name: "SKLookup", targets: ["SKLookup"]),
         .library(name: "SocketSteering", targets: ["SocketSteering"]),
+        .library(name: "SocketSteeringNIO", targets: ["SocketSteeringNIO"]),
         .executable(name: "sksteer", targets: ["sksteer"]),
     ],
     dependencies: [
@@ -16,6 +17,9 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         // Errno and FileDescriptor, the types swift-system and SwiftNIO users already hold.
         .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
+        // The metrics exporter's HTTP server and the Swift server examples; not in the core libraries.
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
     ],
     targets: [
         // Pure Swift: the instruction set, no syscalls, builds on any OS.
@@ -39,13 +43,26 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // What a Swift server adds: the metrics exporter on SwiftNIO's HTTP server, as a
+        // swift-service-lifecycle Service.
+        .target(
+            name: "SocketSteeringNIO",
+            dependencies: [
+                "SocketSteering",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
         // `sksteer bench`: data plane against a clang-built reference, connections, control plane.
         .target(name: "SteeringBenchmarks", dependencies: ["SocketSteering", "SKLookup", "BPF", "BPFAssembly"]),
         .executableTarget(
             name: "sksteer",
             dependencies: [
-                "BPFAssembly", "BPF", "SKLookup", "SocketSteering", "SteeringBenchmarks",
+                "BPFAssembly", "BPF", "SKLookup", "SocketSteering", "SocketSteeringNIO", "SteeringBenchmarks",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),

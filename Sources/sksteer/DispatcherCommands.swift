@@ -2,7 +2,9 @@ import ArgumentParser
 import BPF
 import Foundation
 import Logging
+import ServiceLifecycle
 import SocketSteering
+import SocketSteeringNIO
 
 /// The version this build reports.
 let sksteerVersion = "0.1.0"
@@ -436,42 +438,62 @@ struct Explain: ParsableCommand {
     }
 }
 
-struct Metrics: ParsableCommand {
+struct Metrics: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Print the counters in Prometheus text format, or serve them over HTTP.")
+        abstract: "Print the counters in Prometheus text format, or serve them over HTTP.",
+        discussion: """
+            With --listen, serves GET and HEAD /metrics on SwiftNIO until SIGTERM or SIGINT. Each \
+            connection must send a complete request within 5 s of opening or of its previous \
+            response; at most 256 are open at once.
+            """)
     @OptionGroup var state: StateOptions
-    @Option(help: "Serve GET /metrics on ADDR:PORT instead of printing once.") var listen: String?
-    @Option(help: .hidden) var maxRequests: Int?
+    @Option(help: "Serve GET /metrics on ADDR:PORT ([v6]:PORT; port 0 picks one) instead of printing once.")
+    var listen: String?
+    @Option(help: .hidden) var requestTimeout: Int64 = 5
 
-    func text() throws -> String {
-        try state.open(readOnly: true).status(findOwners: false).prometheusText(version: sksteerVersion)
-    }
-
-    func run() throws {
+    func run() async throws {
+        let state = self.state
+        let text: @Sendable () throws -> String = {
+            try state.open(readOnly: true).status(findOwners: false).prometheusText(version: sksteerVersion)
+        }
         try reporting {
-            guard let listen else { return print(try text(), terminator: "") }
-            guard let endpoint = Endpoint(listen) else { throw ToolError("--listen '\(listen)' is not ADDR:PORT") }
-            let server = try Socket.bound(.tcp, endpoint.address, port: endpoint.port)
-            FileHandle.standardError.write(Data("serving metrics on http://\(endpoint)/metrics\n".utf8))
-            var served = 0
-            while maxRequests.map({ served < $0 }) ?? true {
-                guard let connection = try? server.accept() else { continue }
-                served += 1
-                try? connection.setTimeout(milliseconds: 2000)
-                let request = String(decoding: (try? connection.receive(maximum: 4096)) ?? [], as: UTF8.self)
-                let path = request.split(separator: " ").dropFirst().first.map(String.init) ?? ""
-                let (code, body): (String, String)
-                if path == "/metrics" {
-                    do { (code, body) = ("200 OK", try text()) } catch {
-                        (code, body) = ("500 Internal Server Error", "\(error)\n")
-                    }
-                } else {
-                    (code, body) = ("404 Not Found", "try /metrics\n")
+            guard listen == nil else { return }
+            print(try text(), terminator: "")
+        }
+        guard let listen else { return }
+        guard let endpoint = Endpoint(listen) else {
+            try reporting { throw ToolError("--listen '\(listen)' is not ADDR:PORT") }
+            return
+        }
+        // Refuse at once, not at the first scrape, when there is no dispatcher to read.
+        try reporting { _ = try text() }
+        let logger = state.logger()
+        var limits = MetricsServer.Configuration()
+        limits.requestTimeout = .seconds(requestTimeout)
+        let server = MetricsServer(
+            host: "\(endpoint.address)", port: Int(endpoint.port), configuration: limits, logger: logger,
+            render: { try text() },
+            onListening: { address in
+                FileHandle.standardError.write(Data("serving metrics on http://\(address)/metrics\n".utf8))
+                // A binding takes every connection it matches, the scrapes of this exporter too.
+                if let bound = Endpoint(address), state.netns == "/proc/self/ns/net",
+                    let binding = try? state.open(readOnly: true).status(findOwners: false).bindings.first(where: {
+                        $0.matches(.tcp, bound.address, bound.port)
+                    })
+                {
+                    warn(
+                        "\(address) is covered by the binding \(binding): connections to it go to"
+                            + " '\(binding.label)', not to this exporter; listen on an address no binding covers")
                 }
-                let response =
-                    "HTTP/1.1 \(code)\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n\(body)"
-                _ = try? connection.send(Array(response.utf8))
-            }
+            })
+        let group = ServiceGroup(
+            services: [server], gracefulShutdownSignals: [.sigterm, .sigint], cancellationSignals: [],
+            logger: logger)
+        do {
+            try await group.run()
+        } catch {
+            FileHandle.standardError.write(Data("sksteer: metrics server: \(error)\n".utf8))
+            throw ExitCode.failure
         }
     }
 }

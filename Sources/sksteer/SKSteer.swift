@@ -5,13 +5,17 @@ import Foundation
 import SocketSteering
 
 @main
-struct SKSteer: ParsableCommand {
+struct SKSteer: AsyncParsableCommand {
     /// As ArgumentParser's, except that a usage error is one line on standard error and exit
     /// status 1, like every other bad input (help and --version print as usual).
-    static func main() {
+    static func main() async {
         do {
             var command = try parseAsRoot()
-            try command.run()
+            if var command = command as? AsyncParsableCommand {
+                try await command.run()
+            } else {
+                try command.run()
+            }
         } catch {
             if exitCode(for: error) == .validationFailure {
                 let message = message(for: error).split(separator: "\n").first.map(String.init) ?? "bad arguments"

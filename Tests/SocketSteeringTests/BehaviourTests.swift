@@ -405,48 +405,6 @@ struct InterfaceTests {
         }
     }
 
-    /// `sksteer metrics --listen` serves Prometheus text over HTTP.
-    @Test func metricsOverHTTP() throws {
-        try exclusively {
-            let f = try Fixture()
-            try f.serve("web", .tcp, .loopback4, 7970, label: "web")
-            try f.bind("web", "tcp", "127.0.0.1", "80")
-            #expect(try f.land(.tcp, "127.0.0.1", 80) == "web")
-            let (server, _) = try f.sksteer(["metrics", "--listen", "127.0.0.1:9464", "--max-requests", "2"])
-            defer { if server.isRunning { kill(server.processIdentifier, SIGKILL) } }
-            func get(_ path: String) throws -> String {
-                var last: Error?
-                for _ in 0..<100 {
-                    do {
-                        return try f.namespace.run { () -> String in
-                            let client = try Socket.connected(.tcp, to: .loopback4, port: 9464)
-                            try client.send(Array("GET \(path) HTTP/1.1\r\nHost: x\r\n\r\n".utf8))
-                            var response: [UInt8] = []
-                            while true {
-                                let chunk = try client.receive()
-                                if chunk.isEmpty { break }
-                                response += chunk
-                            }
-                            return String(decoding: response, as: UTF8.self)
-                        }
-                    } catch {
-                        last = error
-                        usleep(50_000)
-                    }
-                }
-                throw last!
-            }
-            let metrics = try get("/metrics")
-            #expect(metrics.hasPrefix("HTTP/1.1 200 OK"))
-            #expect(
-                metrics.contains(
-                    #"sksteer_destination_lookups_total{label="web",family="ipv4",protocol="tcp"} 1"#))
-            #expect(try get("/other").hasPrefix("HTTP/1.1 404"))
-            server.waitUntilExit()
-            #expect(server.terminationStatus == 0)
-        }
-    }
-
     /// On kernels without `ctx->ingress_ifindex` (before 5.17; forced here with
     /// SKSTEER_NO_INGRESS_IFINDEX=1) the dispatcher loads a program that counts every run,
     /// steers and counts real connections as on newer kernels, and `explain` answers from an
