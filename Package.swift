@@ -66,6 +66,25 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // Examples, built and run by ExampleTests: a SwiftNIO server on every port of an
+        // address, and a UDP service that answers from the address each client sent to.
+        .executableTarget(
+            name: "EveryPortServer",
+            dependencies: [
+                "BPF", "SocketSteering",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            path: "Examples/EveryPortServer"
+        ),
+        .executableTarget(
+            name: "UDPFromAddress",
+            dependencies: [
+                "BPF", "SocketSteering", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            path: "Examples/UDPFromAddress"
+        ),
         .testTarget(
             name: "BPFAssemblyTests",
             dependencies: ["BPFAssembly"],
@@ -84,7 +103,10 @@ let package = Package(
         .testTarget(
             name: "SocketSteeringTests",
             // sksteer itself is built for the tests that run it as a separate process.
-            dependencies: ["SocketSteering", "SKLookup", "BPF", "BPFAssembly", "KernelTestSupport", "sksteer"]
+            dependencies: [
+                "SocketSteering", "SKLookup", "BPF", "BPFAssembly", "KernelTestSupport", "sksteer", "EveryPortServer",
+                "UDPFromAddress",
+            ]
         ),
     ],
     swiftLanguageModes: [.v6]

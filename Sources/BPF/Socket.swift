@@ -162,6 +162,84 @@ public final class Socket: Sendable, CustomStringConvertible {
         return (Array(buffer.prefix(count)), Endpoint(peer, port))
     }
 
+    /// One datagram with where it came from and where it was sent.
+    public struct Datagram: Sendable, Equatable {
+        public var bytes: [UInt8]
+        /// The sender.
+        public var from: Endpoint
+        /// The address the datagram was sent to, with ``SocketOption/packetInfo`` (IPv4) or
+        /// ``SocketOption/receivePacketInfo6`` (IPv6) on; else `nil`. On a socket that
+        /// SK_LOOKUP steered traffic to, this is the address the client chose, not the one the
+        /// socket is bound to.
+        public var destination: IPAddress?
+        /// The interface it arrived on (with packet info), else `nil`.
+        public var interfaceIndex: Int32?
+        /// The address and port it was sent to, with
+        /// ``SocketOption/receiveOriginalDestination`` (or its IPv6 form) on; else `nil`.
+        public var originalDestination: Endpoint?
+    }
+
+    /// Receives one datagram with its control messages: its sender, and the address (and,
+    /// with the original-destination option, the port) it was sent to (UDP, `recvmsg`).
+    ///
+    /// ```swift
+    /// let server = try Socket.unbound(.udp, family: AF_INET)
+    /// try server.set(.packetInfo, true)
+    /// try server.bind(to: Endpoint(.any4, 53))
+    /// let query = try server.receiveMessage()
+    /// // Answer from the address the client sent to, whatever the socket is bound to.
+    /// try server.send(Array("pong".utf8), to: query.from, from: query.destination!)
+    /// ```
+    public func receiveMessage(maximum: Int = 65536) throws(BPFError) -> Datagram {
+        var buffer = [UInt8](repeating: 0, count: maximum)
+        var family: Int32 = 0
+        var address = [UInt8](repeating: 0, count: 16)
+        var port: UInt16 = 0
+        var destinationFamily: Int32 = 0
+        var destination = [UInt8](repeating: 0, count: 16)
+        var interface: Int32 = 0
+        var originalFamily: Int32 = 0
+        var original = [UInt8](repeating: 0, count: 16)
+        var originalPort: UInt16 = 0
+        let count = try kernelCall("receive") {
+            buffer.withUnsafeMutableBytes {
+                cbpf_receive_message(
+                    fd, $0.baseAddress, $0.count, &family, &address, &port, &destinationFamily, &destination,
+                    &interface, &originalFamily, &original, &originalPort)
+            }
+        }
+        func ip(_ family: Int32, _ bytes: [UInt8]) -> IPAddress? {
+            family == AF_INET
+                ? IPAddress(bytes: Array(bytes.prefix(4))) : family == AF_INET6 ? IPAddress(bytes: bytes) : nil
+        }
+        return Datagram(
+            bytes: Array(buffer.prefix(count)), from: Endpoint(ip(family, address) ?? .any4, port),
+            destination: ip(destinationFamily, destination),
+            interfaceIndex: destinationFamily == 0 ? nil : interface,
+            originalDestination: ip(originalFamily, original).map { Endpoint($0, originalPort) })
+    }
+
+    /// Sends a datagram to `endpoint` from the local address `source` (an `IP_PKTINFO` or
+    /// `IPV6_PKTINFO` control message), whatever address the socket is bound to; the source
+    /// port is the socket's. This is how a UDP service that SK_LOOKUP steers a prefix to
+    /// answers from the address each client sent to.
+    @discardableResult
+    public func send(
+        _ bytes: [UInt8], to endpoint: Endpoint, from source: IPAddress, interfaceIndex: Int32 = 0
+    ) throws(BPFError) -> Int {
+        try kernelCall("send to \(endpoint) from \(source)") {
+            bytes.withUnsafeBytes { raw in
+                endpoint.address.bytes.withUnsafeBufferPointer { address in
+                    source.bytes.withUnsafeBufferPointer { sourceBytes in
+                        cbpf_send_from(
+                            fd, raw.baseAddress, raw.count, endpoint.address.family, address.baseAddress,
+                            endpoint.port, source.family, sourceBytes.baseAddress, interfaceIndex)
+                    }
+                }
+            }
+        }
+    }
+
     /// Reads an integer socket option.
     public func option(level: Int32, name: Int32) throws(BPFError) -> Int32 {
         var value: Int32 = 0

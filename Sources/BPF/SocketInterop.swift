@@ -5,6 +5,16 @@ import SystemPackage
 #endif
 
 extension Socket {
+    /// A new descriptor of this socket (`dup`, close-on-exec) for other code to own and
+    /// close: SwiftNIO's `ServerBootstrap.withBoundSocket(_:)` or
+    /// `DatagramBootstrap.withBoundSocket(_:)`, a child process. The socket stays open
+    /// while either is.
+    public func duplicatedDescriptor() throws(BPFError) -> Int32 {
+        let copy = fcntl(fd, F_DUPFD_CLOEXEC, 0)
+        guard copy >= 0 else { throw BPFError(operation: "duplicate socket descriptor", code: errno) }
+        return copy
+    }
+
     /// A socket that shares a swift-system `FileDescriptor`'s open socket without taking it;
     /// see ``init(duplicating:)-(Int32)``.
     public convenience init(duplicating descriptor: FileDescriptor) throws(BPFError) {

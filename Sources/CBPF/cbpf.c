@@ -443,6 +443,90 @@ long cbpf_receive_from(int fd, void *buf, size_t len, int *family, uint8_t *addr
     return r;
 }
 
+long cbpf_receive_message(int fd, void *buf, size_t len, int *family, uint8_t *address, uint16_t *port,
+                          int *dst_family, uint8_t *dst_address, int *ifindex, int *orig_family,
+                          uint8_t *orig_address, uint16_t *orig_port) {
+    struct sockaddr_storage ss;
+    union {
+        char buf[CMSG_SPACE(sizeof(struct in6_pktinfo)) + CMSG_SPACE(sizeof(struct sockaddr_in6)) +
+                 CMSG_SPACE(sizeof(struct in_pktinfo)) + CMSG_SPACE(sizeof(struct sockaddr_in)) + 64];
+        struct cmsghdr align;
+    } control;
+    struct iovec iov = {.iov_base = buf, .iov_len = len};
+    struct msghdr msg = {.msg_name = &ss,
+                         .msg_namelen = sizeof(ss),
+                         .msg_iov = &iov,
+                         .msg_iovlen = 1,
+                         .msg_control = control.buf,
+                         .msg_controllen = sizeof(control.buf)};
+    long r = recvmsg(fd, &msg, 0);
+    if (r < 0) return -errno;
+    read_sockaddr(&ss, family, address, port);
+    *dst_family = 0;
+    *orig_family = 0;
+    *ifindex = 0;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+        if (c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_PKTINFO) {
+            struct in_pktinfo info;
+            memcpy(&info, CMSG_DATA(c), sizeof(info));
+            *dst_family = AF_INET;
+            memcpy(dst_address, &info.ipi_addr, 4);
+            *ifindex = info.ipi_ifindex;
+        } else if (c->cmsg_level == IPPROTO_IPV6 && c->cmsg_type == IPV6_PKTINFO) {
+            struct in6_pktinfo info;
+            memcpy(&info, CMSG_DATA(c), sizeof(info));
+            *dst_family = AF_INET6;
+            memcpy(dst_address, &info.ipi6_addr, 16);
+            *ifindex = (int)info.ipi6_ifindex;
+        } else if ((c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_ORIGDSTADDR) ||
+                   (c->cmsg_level == IPPROTO_IPV6 && c->cmsg_type == IPV6_ORIGDSTADDR)) {
+            struct sockaddr_storage orig;
+            memset(&orig, 0, sizeof(orig));
+            size_t n = c->cmsg_len - CMSG_LEN(0);
+            memcpy(&orig, CMSG_DATA(c), n < sizeof(orig) ? n : sizeof(orig));
+            read_sockaddr(&orig, orig_family, orig_address, orig_port);
+        }
+    }
+    return r;
+}
+
+long cbpf_send_from(int fd, const void *buf, size_t len, int family, const uint8_t *address, uint16_t port,
+                    int src_family, const uint8_t *src_address, int ifindex) {
+    struct sockaddr_storage ss;
+    socklen_t slen = fill_sockaddr(&ss, family, address, port);
+    union {
+        char buf[CMSG_SPACE(sizeof(struct in6_pktinfo))];
+        struct cmsghdr align;
+    } control;
+    memset(&control, 0, sizeof(control));
+    struct iovec iov = {.iov_base = (void *)buf, .iov_len = len};
+    struct msghdr msg = {.msg_name = &ss, .msg_namelen = slen, .msg_iov = &iov, .msg_iovlen = 1,
+                         .msg_control = control.buf};
+    struct cmsghdr *c = (struct cmsghdr *)control.buf;
+    if (src_family == AF_INET) {
+        struct in_pktinfo info;
+        memset(&info, 0, sizeof(info));
+        memcpy(&info.ipi_spec_dst, src_address, 4);
+        info.ipi_ifindex = ifindex;
+        c->cmsg_level = IPPROTO_IP;
+        c->cmsg_type = IP_PKTINFO;
+        c->cmsg_len = CMSG_LEN(sizeof(info));
+        memcpy(CMSG_DATA(c), &info, sizeof(info));
+        msg.msg_controllen = CMSG_SPACE(sizeof(info));
+    } else {
+        struct in6_pktinfo info;
+        memset(&info, 0, sizeof(info));
+        memcpy(&info.ipi6_addr, src_address, 16);
+        info.ipi6_ifindex = (unsigned)ifindex;
+        c->cmsg_level = IPPROTO_IPV6;
+        c->cmsg_type = IPV6_PKTINFO;
+        c->cmsg_len = CMSG_LEN(sizeof(info));
+        memcpy(CMSG_DATA(c), &info, sizeof(info));
+        msg.msg_controllen = CMSG_SPACE(sizeof(info));
+    }
+    RETURN(sendmsg(fd, &msg, MSG_NOSIGNAL));
+}
+
 long cbpf_send(int fd, const void *buf, size_t len) { RETURN(send(fd, buf, len, MSG_NOSIGNAL)); }
 long cbpf_receive(int fd, void *buf, size_t len) { RETURN(recv(fd, buf, len, 0)); }
 

@@ -22,7 +22,7 @@ import Synchronization
 ///         .prometheusText(version: "1.0")
 /// } onListening: { address in print("serving on \(address)") }
 /// let group = ServiceGroup(
-///     configuration: .init(services: [server], gracefulShutdownSignals: [.sigterm], logger: logger))
+///     services: [server], gracefulShutdownSignals: [.sigterm], cancellationSignals: [], logger: logger)
 /// try await group.run()
 /// ```
 public struct MetricsServer: Service {

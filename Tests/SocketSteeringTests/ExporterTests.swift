@@ -48,11 +48,7 @@ struct ExporterTests {
         let (process, _) = try spawn(
             in: f.namespace, executable, ["metrics", "--listen", listen, "--bpffs", f.bpffs.path] + more, errors: errors
         )
-        var text = ""
-        let deadline = ContinuousClock.now + .seconds(20)
-        while !text.contains("/metrics\n"), ContinuousClock.now < deadline, process.isRunning {
-            text += String(decoding: errors.fileHandleForReading.availableData, as: UTF8.self)
-        }
+        let text = read(errors) { $0.contains("/metrics\n") }
         guard let line = text.split(separator: "\n").first(where: { $0.hasPrefix("serving metrics on http://") }),
             let portText = line.split(separator: ":").last?.split(separator: "/").first,
             let port = UInt16(portText)

@@ -68,10 +68,13 @@ func binding(_ label: String, _ proto: String, _ prefix: String, _ ports: String
 }
 
 /// The sksteer executable built beside the tests.
-func sksteerExecutable() -> URL? {
+func sksteerExecutable() -> URL? { builtExecutable("sksteer") }
+
+/// An executable of this package, built beside the tests (`sksteer`, the examples).
+func builtExecutable(_ name: String) -> URL? {
     let directory = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
     for candidate in [directory, directory.deletingLastPathComponent()] {
-        let url = candidate.appendingPathComponent("sksteer")
+        let url = candidate.appendingPathComponent(name)
         if FileManager.default.isExecutableFile(atPath: url.path) { return url }
     }
     return nil
@@ -119,4 +122,21 @@ extension Fixture {
         process.waitUntilExit()
         return (process.terminationStatus, String(decoding: out, as: UTF8.self), String(decoding: err, as: UTF8.self))
     }
+}
+
+/// What `pipe` has delivered by the time `done` holds or `seconds` pass: reads only what
+/// poll(2) says is ready, so a silent writer cannot hang the test.
+func read(_ pipe: Pipe, for seconds: Int = 20, until done: (String) -> Bool) -> String {
+    var text = ""
+    let fd = pipe.fileHandleForReading.fileDescriptor
+    let deadline = ContinuousClock.now + .seconds(seconds)
+    var buffer = [UInt8](repeating: 0, count: 4096)
+    while !done(text), ContinuousClock.now < deadline {
+        var ready = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+        guard poll(&ready, 1, 100) > 0 else { continue }
+        let count = Glibc.read(fd, &buffer, buffer.count)
+        if count <= 0 { break }
+        text += String(decoding: buffer.prefix(count), as: UTF8.self)
+    }
+    return text
 }

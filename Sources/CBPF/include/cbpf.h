@@ -75,6 +75,15 @@ long cbpf_local_address(int fd, int *family, uint8_t *address, uint16_t *port);
 long cbpf_peer_address(int fd, int *family, uint8_t *address, uint16_t *port);
 long cbpf_send_to(int fd, const void *buf, size_t len, int family, const uint8_t *address, uint16_t port);
 long cbpf_receive_from(int fd, void *buf, size_t len, int *family, uint8_t *address, uint16_t *port);
+/* recvmsg: the sender, and from IP_PKTINFO/IPV6_PKTINFO the address the datagram was sent to and its
+   interface (dst_family 0 when absent), and from IP_ORIGDSTADDR/IPV6_ORIGDSTADDR the address and port
+   (orig_family 0 when absent). */
+long cbpf_receive_message(int fd, void *buf, size_t len, int *family, uint8_t *address, uint16_t *port,
+                          int *dst_family, uint8_t *dst_address, int *ifindex, int *orig_family,
+                          uint8_t *orig_address, uint16_t *orig_port);
+/* sendmsg with an IP_PKTINFO/IPV6_PKTINFO control message: the datagram leaves from src_address. */
+long cbpf_send_from(int fd, const void *buf, size_t len, int family, const uint8_t *address, uint16_t port,
+                    int src_family, const uint8_t *src_address, int ifindex);
 long cbpf_send(int fd, const void *buf, size_t len);
 long cbpf_receive(int fd, void *buf, size_t len);
 long cbpf_socket_cookie(int fd, uint64_t *cookie);
