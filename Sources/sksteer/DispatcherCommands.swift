@@ -5,6 +5,7 @@ import Logging
 import ServiceLifecycle
 import SocketSteering
 import SocketSteeringNIO
+import Synchronization
 
 /// The version this build reports.
 let sksteerVersion = "0.1.0"
@@ -256,15 +257,91 @@ struct Apply: ParsableCommand {
     @OptionGroup var state: StateOptions
     @OptionGroup var input: FileArgument
     @Flag(help: "List every change, not the first 50 of each kind.") var all = false
+    @Flag(
+        help: """
+            Keep running: apply the file again, atomically, whenever it changes (also when a \
+            Kubernetes ConfigMap volume swaps it); a file that does not parse or apply is \
+            reported and the rules in force stay. Stops on SIGTERM or SIGINT.
+            """)
+    var watch = false
+
     func run() throws {
         try reporting {
-            let bindings = try input.bindings()
-            let plan = try state.open().apply(bindings)
-            if state.format == .json { return try printJSON(plan) }
-            printPlan(plan, applied: true, all: all)
+            guard watch else { return try applyOnce() }
+            if input.file == "-" { throw ToolError("--watch needs a file, not standard input") }
+            try watchFile()
+        }
+    }
+
+    func applyOnce() throws {
+        let bindings = try input.bindings()
+        let plan = try state.open().apply(bindings)
+        if state.format == .json { return try printJSON(plan) }
+        printPlan(plan, applied: true, all: all)
+    }
+
+    /// Applies the file whenever its content differs from what was last read. inotify on the
+    /// file's directory says when to look (an editor's rename and a ConfigMap's `..data`
+    /// swap are events of the directory); it also looks once a second.
+    func watchFile() throws {
+        for signal in [SIGTERM, SIGINT] {
+            Glibc.signal(signal) { _ in watchStopRequested.store(true, ordering: .relaxed) }
+        }
+        let directory = (input.file as NSString).deletingLastPathComponent
+        let events = inotify_init1(Int32(IN_CLOEXEC))
+        defer { if events >= 0 { close(events) } }
+        let mask = UInt32(IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE | IN_DELETE | IN_MODIFY | IN_ATTRIB)
+        if events < 0 || inotify_add_watch(events, directory.isEmpty ? "." : directory, mask) < 0 {
+            warn(
+                "cannot watch the directory of \(input.file) (\(String(cString: strerror(errno)))); looking once a second"
+            )
+        }
+        var applied: Data?
+        var failed: (content: Data?, message: String)?
+        var sinceRetry = 0
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while !watchStopRequested.load(ordering: .relaxed) {
+            // Read on every event and once a second (an edit inside a ConfigMap's hidden
+            // directory makes no event here); apply when the content differs from what is in
+            // force. Content that failed is tried again every 5 s (the dispatcher may not be
+            // loaded yet at boot), and its error is said once.
+            let content = try? readFile(input.file)
+            var due = content != applied
+            if due, let failed, failed.content == content, sinceRetry < 5 { due = false }
+            if due {
+                sinceRetry = 0
+                do {
+                    guard let content else { throw ToolError("\(input.file): cannot be read") }
+                    try applyOnce()
+                    applied = content
+                    failed = nil
+                } catch {
+                    let message = "\(error)"
+                    if message != failed?.message {
+                        FileHandle.standardError.write(Data("sksteer: \(message); the rules in force stay\n".utf8))
+                    }
+                    failed = (content, message)
+                }
+                fflush(nil)
+            }
+            guard events >= 0 else {
+                usleep(1_000_000)
+                sinceRetry += 1
+                continue
+            }
+            var ready = pollfd(fd: events, events: Int16(POLLIN), revents: 0)
+            if poll(&ready, 1, 1000) > 0 {
+                _ = read(events, &buffer, buffer.count)
+                usleep(50_000)  // let a writer finish before the file is read
+            } else {
+                sinceRetry += 1
+            }
         }
     }
 }
+
+/// Set by SIGTERM or SIGINT: `apply --watch` stops between applies.
+let watchStopRequested = Atomic<Bool>(false)
 
 func printRegistrations(_ registrations: [Dispatcher.Registration], format: OutputFormat) throws {
     if format == .json {

@@ -9,6 +9,13 @@ struct SKSteer: AsyncParsableCommand {
     /// As ArgumentParser's, except that a usage error is one line on standard error and exit
     /// status 1, like every other bad input (help and --version print as usual).
     static func main() async {
+        // A parent may have left SIGTERM and SIGINT blocked (threads of a test runner or of
+        // dispatch do); `metrics --listen` and `apply --watch` stop on them.
+        var stopSignals = sigset_t()
+        sigemptyset(&stopSignals)
+        sigaddset(&stopSignals, SIGTERM)
+        sigaddset(&stopSignals, SIGINT)
+        pthread_sigmask(SIG_UNBLOCK, &stopSignals, nil)
         do {
             var command = try parseAsRoot()
             if var command = command as? AsyncParsableCommand {

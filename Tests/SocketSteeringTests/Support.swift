@@ -140,3 +140,15 @@ func read(_ pipe: Pipe, for seconds: Int = 20, until done: (String) -> Bool) -> 
     }
     return text
 }
+
+/// Waits at most `seconds` for `process` to exit, then kills it: whether it exited by itself.
+func exited(_ process: Process, within seconds: Int = 10) -> Bool {
+    let deadline = ContinuousClock.now + .seconds(seconds)
+    while process.isRunning, ContinuousClock.now < deadline { usleep(20_000) }
+    if process.isRunning {
+        kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+        return false
+    }
+    return true
+}
