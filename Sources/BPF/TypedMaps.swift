@@ -12,7 +12,11 @@ public func rawBytes<T: BitwiseCopyable>(of value: T) -> [UInt8] {
 /// A plain value from its raw bytes.
 @inlinable
 public func value<T: BitwiseCopyable>(_ type: T.Type = T.self, from bytes: some Collection<UInt8>) -> T {
-    Array(bytes).withUnsafeBytes { $0.loadUnaligned(as: T.self) }
+    // Arrays and their slices are read in place; other collections are copied first.
+    if let loaded = bytes.withContiguousStorageIfAvailable({ UnsafeRawBufferPointer($0).loadUnaligned(as: T.self) }) {
+        return loaded
+    }
+    return Array(bytes).withUnsafeBytes { $0.loadUnaligned(as: T.self) }
 }
 
 /// How many bytes of `T`'s memory layout belong to no stored field: padding, whose contents

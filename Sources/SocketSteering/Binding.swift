@@ -168,15 +168,14 @@ public struct Binding: Hashable, Sendable, CustomStringConvertible, Codable {
     }
 
     /// The prefix in the 128-bit space the data plane uses (IPv4 as `::ffff:a.b.c.d`).
-    var mappedAddress: [UInt8] { prefix.address.mappedToIPv6.bytes }
+    var mappedAddress: IPAddress { prefix.address.mappedToIPv6 }
     /// The prefix length in that 128-bit space.
     var mappedLength: Int { prefix.address.isIPv4 ? 96 + prefix.length : prefix.length }
 
     /// Whether this binding matches a connection.
     public func matches(_ transport: Socket.Transport, _ address: IPAddress, _ port: UInt16) -> Bool {
         guard transport == self.transport, ports.contains(port) else { return false }
-        let mapped = address.mappedToIPv6
-        return IPPrefix(mapped, length: mappedLength)?.address.bytes == mappedAddress
+        return address.mappedToIPv6.masked(to: mappedLength) == mappedAddress
     }
 
     /// Whether `self` takes precedence over `other` where both match.
@@ -238,12 +237,7 @@ extension Array where Element == Binding {
         keys.reserveCapacity(count)
         for (index, b) in enumerated() {
             let address = b.mappedAddress
-            var high: UInt64 = 0
-            var low: UInt64 = 0
-            for i in 0..<8 {
-                high = high << 8 | UInt64(address[i])
-                low = low << 8 | UInt64(address[8 + i])
-            }
+            let (high, low) = (address.high, address.low)
             let primary =
                 UInt64(b.transport == .tcp ? 0 : 1) << 60 | UInt64(128 - b.mappedLength) << 48
                 | UInt64(b.ports.count) << 16 | UInt64(b.ports.lower)

@@ -110,7 +110,11 @@ enum GroupRecord {
         let lane = Lane.allCases[Int(bytes[0] & 0x7f) % 4]
         let length = Int(bytes[1])
         guard length <= lane.addressBits else { return nil }
-        let prefix = FamilyPrefix(address: Array(bytes[4..<20])).truncated(to: length)
+        var high: UInt64 = 0
+        var low: UInt64 = 0
+        for index in 4..<12 { high = high << 8 | UInt64(bytes[index]) }
+        for index in 12..<20 { low = low << 8 | UInt64(bytes[index]) }
+        let prefix = FamilyPrefix(high: high, low: low, length: length)
         return (RuleSet.GroupKey(lane: lane, prefix: prefix), value(UInt16.self, from: bytes[2..<4]))
     }
 

@@ -52,6 +52,20 @@ struct FamilyPrefix: Hashable, Sendable, Comparable {
         self.init(high: high, low: low, length: bytes.count * 8)
     }
 
+    /// The address as a full-length prefix (IPv4 in the first 32 bits).
+    init(_ address: IPAddress) {
+        if address.isIPv4 {
+            self.init(high: address.low << 32, low: 0, length: 32)
+        } else {
+            self.init(high: address.high, low: address.low, length: 128)
+        }
+    }
+
+    /// The prefix's address in `lane`'s family.
+    func address(ipv6: Bool) -> IPAddress {
+        ipv6 ? IPAddress(ipv6High: high, low: low) : IPAddress(ipv4: UInt32(truncatingIfNeeded: high >> 32))
+    }
+
     static func mask(_ length: Int) -> (UInt64, UInt64) {
         let high: UInt64 = length >= 64 ? ~0 : (length == 0 ? 0 : ~0 << UInt64(64 - length))
         let low: UInt64 = length >= 128 ? ~0 : (length <= 64 ? 0 : ~0 << UInt64(128 - length))
@@ -157,7 +171,7 @@ struct RuleSet: Sendable {
     static func groupKey(_ binding: Binding) -> GroupKey {
         let lane = Lane(transport: binding.transport, ipv6: !binding.prefix.address.isIPv4)
         return GroupKey(
-            lane: lane, prefix: FamilyPrefix(address: binding.prefix.address.bytes).truncated(to: binding.prefix.length)
+            lane: lane, prefix: FamilyPrefix(binding.prefix.address).truncated(to: binding.prefix.length)
         )
     }
 
@@ -335,10 +349,9 @@ struct RuleSet: Sendable {
 extension RuleSet.GroupKey {
     /// A binding at this group's prefix.
     func binding(label: String, ports: PortSet) -> Binding {
-        let bytes = prefix.bytes(count: lane.addressSize)
-        return Binding(
+        Binding(
             label: label, transport: lane.transport,
-            prefix: IPPrefix(IPAddress(bytes: bytes)!, length: Int(prefix.length))!, ports: ports)
+            prefix: IPPrefix(prefix.address(ipv6: lane.ipv6), length: Int(prefix.length))!, ports: ports)
     }
 }
 
@@ -397,7 +410,7 @@ struct RuleTables: Sendable, Equatable {
     /// What a lookup finds, performing the steps of the generated program.
     func lookup(_ transport: Socket.Transport, _ address: IPAddress, _ port: UInt16) -> EntryValue? {
         let lane = Lane(transport: transport, ipv6: !address.isIPv4)
-        let full = FamilyPrefix(address: address.bytes)
+        let full = FamilyPrefix(address)
         let flags = self.flags[lane]?[port] ?? 0
         if flags & 1 != 0, let hit = entries[EntryKey(lane: lane, table: .host, port: port, prefix: full)] {
             return hit
