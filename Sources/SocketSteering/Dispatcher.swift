@@ -26,6 +26,9 @@ public final class Dispatcher {
     let readOnly: Bool
     let lock: OwnedFileDescriptor
     let logger: Logger
+    /// Called with the name of each step of a long change as it starts ("build the rule
+    /// set", "write the idle copy", …): for progress on a terminal. `nil` by default.
+    public var progress: ((String) -> Void)?
 
     private init(
         namespace: NetworkNamespace, directory: String, maps: StateMaps, readOnly: Bool, lock: OwnedFileDescriptor,
@@ -521,6 +524,7 @@ public final class Dispatcher {
 
     /// Runs `body`, logging how long it took at debug level.
     func timed<T>(_ what: String, _ body: () throws -> T) rethrows -> T {
+        progress?(what)
         let start = DispatchTime.now().uptimeNanoseconds
         defer {
             let milliseconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e6

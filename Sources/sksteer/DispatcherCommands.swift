@@ -240,8 +240,13 @@ struct Plan: ParsableCommand {
     @Flag(help: "List every change, not the first 50 of each kind.") var all = false
     func run() throws {
         try reporting {
+            let progress = TerminalProgress(unless: state.verbose)
+            defer { progress.clear() }
+            progress.show("read \(input.file)")
             let bindings = try input.bindings()
+            progress.show("compare with the rules in force")
             let plan = try state.open(readOnly: true).plan(bindings)
+            progress.clear()
             if state.format == .json { return try printJSON(plan) }
             printPlan(plan, applied: false, all: all)
         }
@@ -274,8 +279,14 @@ struct Apply: ParsableCommand {
     }
 
     func applyOnce() throws {
+        let progress = TerminalProgress(unless: state.verbose || watch)
+        defer { progress.clear() }
+        progress.show("read \(input.file)")
         let bindings = try input.bindings()
-        let plan = try state.open().apply(bindings)
+        let dispatcher = try state.open()
+        dispatcher.progress = { progress.show($0) }
+        let plan = try dispatcher.apply(bindings)
+        progress.clear()
         if state.format == .json { return try printJSON(plan) }
         printPlan(plan, applied: true, all: all)
     }

@@ -79,3 +79,24 @@ func reporting(_ body: () throws -> Void) throws {
         throw ExitCode.failure
     }
 }
+
+/// The step a long command is at, on one line of standard error that is rewritten as it goes
+/// and erased at the end; only when standard error is a terminal.
+final class TerminalProgress {
+    private let enabled: Bool
+    private var shown = false
+
+    init(unless verbose: Bool = false) { enabled = !verbose && isatty(STDERR_FILENO) == 1 }
+
+    func show(_ step: String) {
+        guard enabled else { return }
+        FileHandle.standardError.write(Data("\r\u{1B}[Ksksteer: \(step)…".utf8))
+        shown = true
+    }
+
+    func clear() {
+        guard shown else { return }
+        FileHandle.standardError.write(Data("\r\u{1B}[K".utf8))
+        shown = false
+    }
+}

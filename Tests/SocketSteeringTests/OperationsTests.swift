@@ -91,6 +91,33 @@ struct OperationsTests {
         }
     }
 
+    /// On a terminal, `plan` and `apply` show the step they are at on one rewritten line of
+    /// standard error and erase it; on a pipe they print only the result.
+    @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/script"), "needs script: util-linux"))
+    func progressOnlyOnATerminal() throws {
+        try exclusively {
+            let f = try Fixture()
+            let file = FileManager.default.temporaryDirectory.appendingPathComponent("sksteer-\(UUID().uuidString)")
+            try "web tcp 127.0.0.0/24 80\n".write(to: file, atomically: true, encoding: .utf8)
+            defer { try? FileManager.default.removeItem(at: file) }
+            guard let sksteer = sksteerExecutable() else { throw SteeringError.notLoaded("sksteer is not built") }
+            // script(1) gives the command a terminal and copies what it writes.
+            let (process, output) = try spawn(
+                in: f.namespace, URL(fileURLWithPath: "/usr/bin/script"),
+                ["-qec", "'\(sksteer.path)' apply '\(file.path)' --bpffs '\(f.bpffs.path)'", "/dev/null"])
+            let seen = read(output) { $0.contains("applied:") }
+            #expect(exited(process))
+            #expect(seen.contains("\r\u{1B}[Ksksteer: read \(file.path)…"), "\(seen)")
+            #expect(seen.contains("\r\u{1B}[Ksksteer: build the rule set…"))
+            #expect(seen.contains("\r\u{1B}[K+ tcp 127.0.0.0/24 80 → web"), "erased before the result")
+            #expect(seen.contains("applied: 1 added, 0 removed, 0 unchanged"))
+            let piped = try f.runSksteer(["apply", file.path])
+            #expect(piped.status == 0)
+            #expect(piped.output == "applied: 0 added, 0 removed, 1 unchanged\n")
+            #expect(piped.errors.isEmpty)
+        }
+    }
+
     /// `apply --watch -` is refused: there is nothing to watch.
     @Test func applyWatchNeedsAFile() throws {
         try exclusively {
