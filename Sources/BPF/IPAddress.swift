@@ -147,14 +147,25 @@ public struct IPPrefix: Hashable, Sendable, CustomStringConvertible, LosslessStr
 
     /// Parses `10.0.0.0/8` or a bare address (a /32 or /128).
     public init?(_ text: String) {
-        let parts = text.split(separator: "/", omittingEmptySubsequences: false)
-        guard parts.count <= 2, let address = IPAddress(String(parts[0])) else { return nil }
+        guard let parsed = Self.parse(text) else { return nil }
+        self = parsed.prefix
+    }
+
+    /// Parses as ``init(_:)-(String)`` does, and also gives the address as written, host
+    /// bits and all (`10.1.2.3/8` is `10.0.0.0/8`, written `10.1.2.3`).
+    public static func parse(_ text: String) -> (prefix: IPPrefix, written: IPAddress)? {
+        let slash = text.utf8.firstIndex(of: UInt8(ascii: "/"))
+        guard let address = IPAddress(slash.map { String(text[..<$0]) } ?? text) else { return nil }
         var length = address.byteCount * 8
-        if parts.count == 2 {
-            guard let n = Int(parts[1]), parts[1].allSatisfy(\.isNumber) else { return nil }
-            length = n
+        if let slash {
+            let digits = text.utf8[text.utf8.index(after: slash)...]
+            guard !digits.isEmpty, digits.count <= 3,
+                digits.allSatisfy({ $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") })
+            else { return nil }
+            length = digits.reduce(0) { $0 * 10 + Int($1 - UInt8(ascii: "0")) }
         }
-        self.init(address, length: length)
+        guard let prefix = IPPrefix(address, length: length) else { return nil }
+        return (prefix, address)
     }
 
     /// Whether `other` lies inside this prefix (same family).

@@ -30,6 +30,16 @@ public struct PortSet: Hashable, Sendable, Comparable, CustomStringConvertible, 
             self = .all
             return
         }
+        // One port in plain digits, the common case, without splitting.
+        if !text.isEmpty, text.utf8.count <= 5,
+            text.utf8.allSatisfy({ $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") })
+        {
+            let value = text.utf8.reduce(0) { $0 * 10 + Int($1 - UInt8(ascii: "0")) }
+            guard value <= 65535 else { throw .invalidInput("port \(value) is out of range (0-65535)") }
+            guard value != 0 else { throw .invalidInput("port 0 is not a port; write * for all ports") }
+            self = .single(UInt16(value))
+            return
+        }
         func port(_ part: Substring) throws(SteeringError) -> UInt16 {
             guard !part.isEmpty, part.allSatisfy(\.isNumber), let value = Int(part) else {
                 throw .invalidInput("'\(text)' is not a port: write 80, 8000-8999 or *")
@@ -121,27 +131,45 @@ public struct Binding: Hashable, Sendable, CustomStringConvertible, Codable {
 
     /// Parses the command-line form: `LABEL tcp|udp PREFIX PORTS`.
     public init(label: String, protocol proto: String, prefix: String, ports: String) throws(SteeringError) {
+        self = try Self.parse(label: label, protocol: proto, prefix: prefix, ports: ports).binding
+    }
+
+    /// The command-line form parsed, with the address as written (for ``hostBitsNote(_:)``).
+    static func parse(
+        label: String, protocol proto: String, prefix: String, ports: String
+    ) throws(SteeringError) -> (binding: Binding, written: IPAddress) {
         try Self.checkLabel(label)
-        guard let transport = Socket.Transport(rawValue: proto.lowercased()) else {
-            throw .invalidInput("protocol '\(proto)' is not tcp or udp")
+        let transport: Socket.Transport
+        switch proto {
+        case "tcp": transport = .tcp
+        case "udp": transport = .udp
+        default:
+            guard let parsed = Socket.Transport(rawValue: proto.lowercased()) else {
+                throw .invalidInput("protocol '\(proto)' is not tcp or udp")
+            }
+            transport = parsed
         }
-        guard let parsed = IPPrefix(prefix) else {
+        guard let (parsed, written) = IPPrefix.parse(prefix) else {
             throw .invalidInput(
                 "'\(prefix)' is not an IPv4 or IPv6 address or prefix (e.g. 127.0.0.1, 10.0.0.0/8, 2001:db8::/32)")
         }
         if !parsed.address.isIPv4, parsed.length >= 96, parsed.address.unmappedIPv4 != nil {
             throw .invalidInput("'\(prefix)' is an IPv4-mapped IPv6 prefix; write the IPv4 prefix instead")
         }
-        self.init(label: label, transport: transport, prefix: parsed, ports: try PortSet(parsing: ports))
+        return (
+            Binding(label: label, transport: transport, prefix: parsed, ports: try PortSet(parsing: ports)), written
+        )
     }
 
     /// A note when `prefix` has host bits set, which a binding drops: `127.0.0.1/24 has host
     /// bits set; it binds 127.0.0.0/24`. `nil` for a prefix written as its network.
     public static func hostBitsNote(_ prefix: String) -> String? {
-        guard prefix.contains("/"), let parsed = IPPrefix(prefix),
-            let written = IPAddress(String(prefix.prefix { $0 != "/" })), written != parsed.address
-        else { return nil }
-        return "\(prefix) has host bits set; it binds \(parsed)"
+        guard let (parsed, written) = IPPrefix.parse(prefix) else { return nil }
+        return hostBitsNote(prefix, parsed: parsed, written: written)
+    }
+
+    static func hostBitsNote(_ text: String, parsed: IPPrefix, written: IPAddress) -> String? {
+        written == parsed.address ? nil : "\(text) has host bits set; it binds \(parsed)"
     }
 
     /// Parses a no-socket policy: `drop` or `pass`.

@@ -48,9 +48,12 @@ public enum BindingFile {
                     "line \(line): expected LABEL PROTO PREFIX PORTS [drop|pass], found \(fields.count) fields")
             }
             do {
-                var binding = try Binding(label: fields[0], protocol: fields[1], prefix: fields[2], ports: fields[3])
+                var (binding, written) = try Binding.parse(
+                    label: fields[0], protocol: fields[1], prefix: fields[2], ports: fields[3])
                 if fields.count == 5 { binding.noSocket = try Binding.policy(fields[4]) }
-                if fields[2].contains("/"), let text = Binding.hostBitsNote(fields[2]) { note("line \(line): \(text)") }
+                if let text = Binding.hostBitsNote(fields[2], parsed: binding.prefix, written: written) {
+                    note("line \(line): \(text)")
+                }
                 if let earlier = firstLine.updateValue((line, binding.label), forKey: binding.rule) {
                     let rule = "\(binding.transport) \(binding.prefix) \(binding.ports)"
                     guard earlier.label == binding.label else {

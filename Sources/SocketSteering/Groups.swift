@@ -99,10 +99,19 @@ enum GroupRecord {
     static let slots = 7
 
     static func key(_ group: RuleSet.GroupKey, page: UInt16) -> [UInt8] {
-        var bytes = [UInt8(group.lane.index) | (page == 0 ? 0 : 0x80), group.prefix.length]
-        bytes += rawBytes(of: page)
-        bytes += group.prefix.bytes(count: 16)
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(keySize)
+        appendKey(group, page: page, to: &bytes)
         return bytes
+    }
+
+    /// Appends the bytes of ``key(_:page:)`` (for whole rule sets: no array per record).
+    static func appendKey(_ group: RuleSet.GroupKey, page: UInt16, to bytes: inout [UInt8]) {
+        bytes.append(UInt8(group.lane.index) | (page == 0 ? 0 : 0x80))
+        bytes.append(group.prefix.length)
+        withUnsafeBytes(of: page) { bytes.append(contentsOf: $0) }
+        withUnsafeBytes(of: group.prefix.high.bigEndian) { bytes.append(contentsOf: $0) }
+        withUnsafeBytes(of: group.prefix.low.bigEndian) { bytes.append(contentsOf: $0) }
     }
 
     static func decodeKey(_ bytes: [UInt8]) -> (RuleSet.GroupKey, page: UInt16)? {
@@ -120,19 +129,40 @@ enum GroupRecord {
 
     /// The records of a group: page 0 first.
     static func encode(_ group: RuleSet.Group, labels: [String: UInt32]) -> [[UInt8]] {
-        let sets = group.finite.sorted { $0.key < $1.key }
-        var pages: [[UInt8]] = []
+        var bytes: [UInt8] = []
+        let count = appendPages(group, labels: labels, to: &bytes)
+        return (0..<count).map { Array(bytes[$0 * valueSize..<($0 + 1) * valueSize]) }
+    }
+
+    /// Appends the records of ``encode(_:labels:)`` back to back; returns how many.
+    static func appendPages(_ group: RuleSet.Group, labels: [String: UInt32], to bytes: inout [UInt8]) -> Int {
+        func put<T: FixedWidthInteger>(_ value: T) {
+            withUnsafeBytes(of: value.littleEndian) { bytes.append(contentsOf: $0) }
+        }
+        // Most groups hold one port set: no sort, no array.
+        let sets: [(key: PortSet, value: String)]
+        if group.finite.count <= 1 {
+            sets = group.finite.first.map { [$0] } ?? []
+        } else {
+            sets = group.finite.sorted { $0.key < $1.key }
+        }
+        var pages = 0
         var index = 0
         repeat {
-            let chunk = sets[index..<min(sets.count, index + slots)]
-            var bytes = [UInt8(chunk.count), group.all == nil ? 0 : 1, 0, 0]
-            bytes += rawBytes(of: group.all.map { labels[$0]! | passBit(group, .all) } ?? 0)
-            for (ports, label) in chunk {
-                bytes += rawBytes(of: ports.lower) + rawBytes(of: ports.upper)
-                bytes += rawBytes(of: labels[label]! | passBit(group, ports))
+            let end = min(sets.count, index + slots)
+            let base = bytes.count
+            bytes.append(UInt8(end - index))
+            bytes.append(group.all == nil ? 0 : 1)
+            put(UInt16(0))
+            put(group.all.map { labels[$0]! | passBit(group, .all) } ?? 0)
+            for slot in index..<end {
+                let (ports, label) = sets[slot]
+                put(ports.lower)
+                put(ports.upper)
+                put(labels[label]! | passBit(group, ports))
             }
-            bytes += [UInt8](repeating: 0, count: valueSize - bytes.count)
-            pages.append(bytes)
+            bytes.append(contentsOf: repeatElement(0, count: valueSize - (bytes.count - base)))
+            pages += 1
             index += slots
         } while index < sets.count
         return pages

@@ -327,16 +327,43 @@ struct RuleSet: Sendable {
                     (Lane(transport: groupKey.lane.transport, ipv6: false), FamilyPrefix(high: 0, low: 0, length: 0)))
             }
             for (lane, prefix) in prefixes {
-                if group.all != nil {
-                    let key = EntryKey(lane: lane, table: .wild, port: 0, prefix: prefix)
-                    if entries[key] == nil, let value = winner(at: key) { entries[key] = value }
-                }
                 let table: Table = Int(prefix.length) == lane.addressBits ? .host : .exact
-                var ports = Set<UInt16>()
-                for set in group.finite.keys { for port in set.lower...set.upper { ports.insert(port) } }
-                for port in ports {
-                    let key = EntryKey(lane: lane, table: table, port: port, prefix: prefix)
-                    if entries[key] == nil, let value = winner(at: key) { entries[key] = value }
+                // At IPv4 0.0.0.0/0 the IPv6 groups that cover IPv4 compete too: ask them all.
+                if !lane.ipv6 && prefix.length == 0 {
+                    if group.all != nil {
+                        let key = EntryKey(lane: lane, table: .wild, port: 0, prefix: prefix)
+                        if entries[key] == nil, let value = winner(at: key) { entries[key] = value }
+                    }
+                    var ports = Set<UInt16>()
+                    for set in group.finite.keys { for port in set.lower...set.upper { ports.insert(port) } }
+                    for port in ports {
+                        let key = EntryKey(lane: lane, table: table, port: port, prefix: prefix)
+                        if entries[key] == nil, let value = winner(at: key) { entries[key] = value }
+                    }
+                    continue
+                }
+                // Elsewhere the keys at this prefix are this group's alone: its all-ports
+                // binding, and for each port the narrowest set that has it (fewer ports, then
+                // the lower first port), as winner(at:) would decide.
+                let length = Self.mappedLength(groupKey)
+                if let label = group.all {
+                    entries[EntryKey(lane: lane, table: .wild, port: 0, prefix: prefix)] = EntryValue(
+                        label: label, mappedLength: length, portCount: UInt32(PortSet.all.count),
+                        firstPort: PortSet.all.lower, passWithoutSocket: group.passes.contains(.all))
+                }
+                let sets =
+                    group.finite.count <= 1
+                    ? Array(group.finite)
+                    : group.finite.sorted { ($0.key.count, $0.key.lower) < ($1.key.count, $1.key.lower) }
+                var taken = Set<UInt16>()
+                for (ports, label) in sets {
+                    let value = EntryValue(
+                        label: label, mappedLength: length, portCount: UInt32(ports.count), firstPort: ports.lower,
+                        passWithoutSocket: group.passes.contains(ports))
+                    for port in ports.lower...ports.upper {
+                        if sets.count > 1, !taken.insert(port).inserted { continue }
+                        entries[EntryKey(lane: lane, table: table, port: port, prefix: prefix)] = value
+                    }
                 }
             }
         }
@@ -379,11 +406,15 @@ struct RuleTables: Sendable, Equatable {
             wild[key.lane, default: []].append((key.prefix, value.mappedLength))
         }
         for lane in wild.keys { wild[lane]!.sort { $0.0 < $1.0 } }
+        // Collected first, changed after: changing `entries` while iterating it would copy
+        // the whole dictionary (a million entries) on the first change.
+        var flips: [EntryKey] = []
         for (key, value) in entries where key.table == .exact {
             guard let list = wild[key.lane] else { continue }
             let flag = Self.hasStronger(in: list, inside: key.prefix, than: value.mappedLength)
-            if flag != value.checkWildcard { entries[key]!.checkWildcard = flag }
+            if flag != value.checkWildcard { flips.append(key) }
         }
+        for key in flips { entries[key]!.checkWildcard.toggle() }
     }
 
     /// Whether a sorted list of (prefix, mapped length) has one inside `prefix` with a longer mapped length.

@@ -63,8 +63,10 @@ extension Dispatcher {
         if plan.isEmpty { return }
         let old = timed("compile the current rules") { current.tables() }
         let new = timed("compile the new rules") { desired.tables() }
-        try timed("check the limits") { try checkLimits(desired, new) }
-        let labels = try timed("assign the labels") { try assignLabels(for: desired) }
+        // The labels in use, gathered once (a pass over every group).
+        let inUse = timed("gather the labels") { desired.labels }
+        try timed("check the limits") { try checkLimits(desired, new, labels: inUse) }
+        let labels = try timed("assign the labels") { try assignLabels(for: desired, labels: inUse) }
         var groups: [RuleSet.GroupKey: RuleSet.Group?] = [:]
         var oldPages: [RuleSet.GroupKey: Int] = [:]
         for binding in plan.added + plan.removed {
@@ -83,7 +85,7 @@ extension Dispatcher {
             count: UInt32(desired.count), labels: labels)
         let encoded = timed("encode the change") { encode(write) }
         try commit { copy in try self.write(encoded, to: copy) }
-        try timed("collect the labels") { try collectLabels(inUse: desired.labels) }
+        try timed("collect the labels") { try collectLabels(inUse: inUse) }
     }
 
     /// The commit protocol around a change written by `body` to one copy at a time.
@@ -256,7 +258,7 @@ extension Dispatcher {
     }
 
     /// Refuses rule sets larger than the maps.
-    func checkLimits(_ rules: RuleSet, _ tables: RuleTables) throws {
+    func checkLimits(_ rules: RuleSet, _ tables: RuleTables, labels known: Set<String>? = nil) throws {
         let capacity = Int(try maps.readMeta().capacity)
         if rules.count > capacity {
             throw SteeringError.limit(
@@ -277,7 +279,7 @@ extension Dispatcher {
                 "the bindings need \(count) \(table) entries, more than the \(limit) this dispatcher holds (port"
                     + " ranges take one entry per port); load with a larger --max-bindings")
         }
-        let labels = rules.labels
+        let labels = known ?? rules.labels
         if labels.count > Layout.maxLabels {
             throw SteeringError.limit("\(labels.count) labels are more than the \(Layout.maxLabels) a dispatcher holds")
         }
@@ -361,13 +363,10 @@ extension Dispatcher {
         groupKeys.reserveCapacity(change.groups.count * GroupRecord.keySize)
         groupValues.reserveCapacity(change.groups.count * GroupRecord.valueSize)
         for (key, group) in change.groups {
-            let pages = group.map { GroupRecord.encode($0, labels: change.labels) } ?? []
-            for (index, page) in pages.enumerated() {
-                groupKeys += GroupRecord.key(key, page: UInt16(index))
-                groupValues += page
-                groupCount += 1
-            }
-            for index in pages.count..<max(pages.count, change.oldPages[key] ?? 0) {
+            let pages = group.map { GroupRecord.appendPages($0, labels: change.labels, to: &groupValues) } ?? 0
+            for index in 0..<pages { GroupRecord.appendKey(key, page: UInt16(index), to: &groupKeys) }
+            groupCount += pages
+            for index in pages..<max(pages, change.oldPages[key] ?? 0) {
                 stale.append(GroupRecord.key(key, page: UInt16(index)))
             }
         }
@@ -624,10 +623,10 @@ extension Dispatcher {
     }
 
     /// Ids for every label of a rule set, created where missing.
-    func assignLabels(for rules: RuleSet) throws -> [String: UInt32] {
+    func assignLabels(for rules: RuleSet, labels known: Set<String>? = nil) throws -> [String: UInt32] {
         var ids: [String: UInt32] = [:]
         for (id, name) in try labelNames() { ids[name] = id }
-        for label in rules.labels where ids[label] == nil {
+        for label in known ?? rules.labels where ids[label] == nil {
             ids[label] = try labelID(label, create: true)!
         }
         return ids

@@ -117,17 +117,56 @@ struct Version: ParsableCommand {
     }
 }
 
+/// `tcp` or `udp`, in any case; help and completions list the values.
+struct ProtocolArgument: ExpressibleByArgument {
+    var transport: Socket.Transport
+    init?(argument: String) {
+        guard let transport = Socket.Transport(rawValue: argument.lowercased()) else { return nil }
+        self.transport = transport
+    }
+    static var allValueStrings: [String] { Socket.Transport.allCases.map(\.rawValue) }
+}
+
+/// `tcp`, `udp` or `any`, in any case.
+struct ProtocolFilterArgument: ExpressibleByArgument {
+    var transport: Socket.Transport?
+    init?(argument: String) {
+        if argument.lowercased() == "any" {
+            transport = nil
+        } else {
+            guard let transport = Socket.Transport(rawValue: argument.lowercased()) else { return nil }
+            self.transport = transport
+        }
+    }
+    static var allValueStrings: [String] { Socket.Transport.allCases.map(\.rawValue) + ["any"] }
+}
+
+/// `ipv4` or `ipv6`, in any case.
+enum FamilyArgument: String, ExpressibleByArgument, CaseIterable {
+    case ipv4, ipv6
+    init?(argument: String) { self.init(rawValue: argument.lowercased()) }
+}
+
+/// An IPv4 or IPv6 address.
+struct AddressArgument: ExpressibleByArgument {
+    var address: IPAddress
+    init?(argument: String) {
+        guard let address = IPAddress(argument) else { return nil }
+        self.address = address
+    }
+}
+
 /// `LABEL PROTO PREFIX PORTS`.
 struct BindingArguments: ParsableArguments {
     @Argument(help: "The label of the destination.") var label: String
-    @Argument(help: "tcp or udp.") var proto: String
+    @Argument(help: "tcp or udp.") var proto: ProtocolArgument
     @Argument(help: "An address or CIDR prefix (127.0.0.1, 10.0.0.0/8, 2001:db8::/32).") var prefix: String
     @Argument(help: "A port (80), a range (8000-8999) or * for all ports.") var ports: String
     @Option(help: "While the label has no socket: drop (refuse, the default) or pass (the normal lookup).")
     var noSocket: String = "drop"
 
     func binding() throws -> Binding {
-        var binding = try Binding(label: label, protocol: proto, prefix: prefix, ports: ports)
+        var binding = try Binding(label: label, protocol: proto.transport.rawValue, prefix: prefix, ports: ports)
         binding.noSocket = try Binding.policy(noSocket)
         if let note = Binding.hostBitsNote(prefix) { warn(note) }
         return binding
@@ -166,19 +205,13 @@ struct Bindings: ParsableCommand {
         abstract: "List the bindings that match, most specific first.",
         discussion: "With an address or prefix, bindings that overlap it; with a port, bindings that cover it.")
     @OptionGroup var state: StateOptions
-    @Argument(help: "tcp, udp or any.") var proto: String?
+    @Argument(help: "tcp, udp or any.") var proto: ProtocolFilterArgument?
     @Argument(help: "An address or prefix.") var prefix: String?
     @Argument(help: "A port.") var port: UInt16?
 
     func run() throws {
         try reporting {
-            var transport: Socket.Transport?
-            if let proto, proto.lowercased() != "any" {
-                guard let t = Socket.Transport(rawValue: proto.lowercased()) else {
-                    throw ToolError("protocol '\(proto)' is not tcp, udp or any")
-                }
-                transport = t
-            }
+            let transport = proto?.transport
             var filter: IPPrefix?
             if let prefix {
                 guard let p = IPPrefix(prefix) else { throw ToolError("'\(prefix)' is not an address or prefix") }
@@ -402,8 +435,8 @@ struct RegisterPID: ParsableCommand {
     @OptionGroup var state: StateOptions
     @Argument(help: "The process id, or a file that holds it.") var pid: String
     @Argument(help: "The label.") var label: String
-    @Argument(help: "tcp or udp.") var proto: String
-    @Argument(help: "The address the socket is bound to.") var ip: String
+    @Argument(help: "tcp or udp.") var proto: ProtocolArgument
+    @Argument(help: "The address the socket is bound to.") var ip: AddressArgument
     @Argument(help: "The port the socket is bound to.") var port: UInt16
 
     func run() throws {
@@ -415,12 +448,8 @@ struct RegisterPID: ParsableCommand {
                 pidText = text.trimmingCharacters(in: .whitespacesAndNewlines)
             }
             guard let process = Int32(pidText) else { throw ToolError("'\(pid)' is not a process id or a pid file") }
-            guard let transport = Socket.Transport(rawValue: proto.lowercased()) else {
-                throw ToolError("protocol '\(proto)' is not tcp or udp")
-            }
-            guard let address = IPAddress(ip) else { throw ToolError("'\(ip)' is not an IP address") }
             let registrations = try state.open().register(
-                fromProcess: process, label: label, transport: transport, address: address, port: port)
+                fromProcess: process, label: label, transport: proto.transport, address: ip.address, port: port)
             try printRegistrations(registrations, format: state.format)
         }
     }
@@ -430,17 +459,13 @@ struct Unregister: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Remove every socket of a destination.")
     @OptionGroup var state: StateOptions
     @Argument(help: "The label.") var label: String
-    @Argument(help: "tcp or udp.") var proto: String
-    @Argument(help: "ipv4 or ipv6.") var family: String
+    @Argument(help: "tcp or udp.") var proto: ProtocolArgument
+    @Argument(help: "ipv4 or ipv6.") var family: FamilyArgument
     func run() throws {
         try reporting {
-            guard let transport = Socket.Transport(rawValue: proto.lowercased()) else {
-                throw ToolError("protocol '\(proto)' is not tcp or udp")
-            }
-            let lowered = family.lowercased()
-            guard ["ipv4", "ipv6"].contains(lowered) else { throw ToolError("family '\(family)' is not ipv4 or ipv6") }
-            try state.open().unregister(label: label, transport: transport, ipv6: lowered == "ipv6")
-            try state.report("unregistered", ["destination": "\(label) \(lowered) \(transport)"])
+            let transport = proto.transport
+            try state.open().unregister(label: label, transport: transport, ipv6: family == .ipv6)
+            try state.report("unregistered", ["destination": "\(label) \(family.rawValue) \(transport)"])
         }
     }
 }
@@ -493,17 +518,14 @@ struct Explain: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Say which binding matches a connection and which socket the live program picks (kernel test run).")
     @OptionGroup var state: StateOptions
-    @Argument(help: "tcp or udp.") var proto: String
-    @Argument(help: "The destination address.") var ip: String
+    @Argument(help: "tcp or udp.") var proto: ProtocolArgument
+    @Argument(help: "The destination address.") var ip: AddressArgument
     @Argument(help: "The destination port.") var port: UInt16
     @Option(help: "The source, IP:PORT.") var from: String?
 
     func run() throws {
         try reporting {
-            guard let transport = Socket.Transport(rawValue: proto.lowercased()) else {
-                throw ToolError("protocol '\(proto)' is not tcp or udp")
-            }
-            guard let address = IPAddress(ip) else { throw ToolError("'\(ip)' is not an IP address") }
+            let (transport, address) = (proto.transport, ip.address)
             var source: Endpoint?
             if let from {
                 guard let endpoint = Endpoint(from) else {

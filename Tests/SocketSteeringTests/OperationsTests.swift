@@ -262,3 +262,48 @@ let sourceRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().del
         #expect(check.terminationStatus == 0)
     }
 }
+
+/// Arguments are typed (protocol, family, address): a bad value is refused before anything
+/// is opened, in one line with exit status 1; no root needed.
+@Suite struct ArgumentTests {
+    func run(_ arguments: [String]) throws -> (status: Int32, errors: String) {
+        guard let sksteer = sksteerExecutable() else { throw SteeringError.notLoaded("sksteer is not built") }
+        let process = Process()
+        process.executableURL = sksteer
+        process.arguments = arguments + ["--bpffs", "/nonexistent"]
+        let errors = Pipe()
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = errors
+        try process.run()
+        let said = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        return (process.terminationStatus, said)
+    }
+
+    @Test(arguments: [
+        (["explain", "xtcp", "127.0.0.1", "80"], ["'xtcp'", "'tcp'", "'udp'"]),
+        (["unregister", "web", "tcp", "ipv5"], ["'ipv5'", "'ipv4'", "'ipv6'"]),
+        (["explain", "tcp", "127.0.0.x", "80"], ["'127.0.0.x'"]),
+        (["bindings", "sctp"], ["'sctp'", "'any'"]),
+        (["register-pid", "1", "web", "tcp", "::g", "80"], ["'::g'"]),
+    ])
+    func badValuesAreOneLine(arguments: [String], named: [String]) throws {
+        let (status, errors) = try run(arguments)
+        #expect(status == 1)
+        #expect(errors.split(separator: "\n").count == 1, "\(errors)")
+        for word in named { #expect(errors.contains(word), "\(errors)") }
+    }
+
+    /// Case does not matter, as in binding files: these reach the dispatcher (and fail
+    /// there, as none is loaded at /nonexistent), not the parser.
+    @Test func protocolAndFamilyInAnyCase() throws {
+        for arguments in [
+            ["unregister", "web", "TCP", "IPv6"], ["explain", "Udp", "::1", "53"], ["bindings", "ANY"],
+        ] {
+            let (status, errors) = try run(arguments)
+            #expect(status == 1)
+            #expect(!errors.contains("invalid"), "\(arguments): \(errors)")
+            #expect(errors.contains("/nonexistent"), "\(arguments): \(errors)")
+        }
+    }
+}
