@@ -38,6 +38,8 @@ struct ExporterTests {
         var port: UInt16
         var printed: String
         var errors: Pipe
+        /// All it wrote to standard error up to the line that names the address, and maybe a little after.
+        var seen: String
     }
 
     /// Starts `sksteer metrics --listen ADDRESS` in the namespace and waits for the line that
@@ -56,7 +58,7 @@ struct ExporterTests {
             if process.isRunning { kill(process.processIdentifier, SIGKILL) }
             throw SteeringError.invalidInput("the exporter did not say where it listens: \(text)")
         }
-        return Exporter(process: process, port: port, printed: String(line), errors: errors)
+        return Exporter(process: process, port: port, printed: String(line), errors: errors, seen: text)
     }
 
     /// Sends `request` and reads until the server closes (or 3 s pass): the whole response.
@@ -164,7 +166,9 @@ struct ExporterTests {
             defer { if exporter.process.isRunning { kill(exporter.process.processIdentifier, SIGKILL) } }
             kill(exporter.process.processIdentifier, SIGTERM)
             #expect(exited(exporter.process), "SIGTERM did not stop the exporter")
-            let said = String(decoding: exporter.errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            let said =
+                exporter.seen
+                + String(decoding: exporter.errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
             #expect(
                 said.contains(
                     "warning: 127.0.0.1:\(exporter.port) is covered by the binding tcp 127.0.0.0/24 * → proxy:"
@@ -244,20 +248,9 @@ struct ExporterTests {
             #expect(try f.land(.tcp, "127.0.0.1", 443) == "refused")
             let first = try f.dispatcher(readOnly: true).status(findOwners: false).prometheusText(version: "test")
 
-            let promtool = Process()
-            promtool.executableURL = URL(fileURLWithPath: promtoolExecutable!)
-            promtool.arguments = ["check", "metrics"]
-            let input = Pipe()
-            let output = Pipe()
-            promtool.standardInput = input
-            promtool.standardOutput = output
-            promtool.standardError = output
-            try promtool.run()
-            input.fileHandleForWriting.write(Data(first.utf8))
-            try input.fileHandleForWriting.close()
-            let said = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-            promtool.waitUntilExit()
-            #expect(promtool.terminationStatus == 0, "promtool: \(said)")
+            let promtool = try feed(promtoolExecutable!, ["check", "metrics"], first)
+            let said = promtool.output + promtool.errors
+            #expect(promtool.status == 0, "promtool: \(said)")
             #expect(said.isEmpty, "promtool's lint: \(said)")
 
             if pythonWithPrometheusClient != nil {
@@ -288,27 +281,33 @@ struct ExporterTests {
                     key = "|".join([s.name] + [s.labels.get(k, "") for k in ("label", "family", "protocol")])
                     print(key.replace("\\n", " ") + "\\t" + repr(s.value))
             """
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["python3", "-c", script]
-        let input = Pipe()
-        let output = Pipe()
-        let errors = Pipe()
-        process.standardInput = input
-        process.standardOutput = output
-        process.standardError = errors
-        try process.run()
-        input.fileHandleForWriting.write(Data(text.utf8))
-        try input.fileHandleForWriting.close()
-        let out = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        let err = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        #expect(process.terminationStatus == 0, "prometheus_client: \(err)")
+        let parser = try feed("/usr/bin/env", ["python3", "-c", script], text)
+        #expect(parser.status == 0, "prometheus_client: \(parser.errors)")
         var samples: [String: Double] = [:]
-        for line in out.split(separator: "\n") {
+        for line in parser.output.split(separator: "\n") {
             let parts = line.split(separator: "\t")
             if parts.count == 2, let value = Double(parts[1]) { samples[String(parts[0])] = value }
         }
         return samples
+    }
+
+    /// Runs a program with `input` on its standard input: its status, output and errors.
+    func feed(_ executable: String, _ arguments: [String], _ input: String) throws -> (
+        status: Int32, output: String, errors: String
+    ) {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
+        let (stdin, stdout, stderr) = (Pipe(), Pipe(), Pipe())
+        process.standardInput = stdin
+        process.standardOutput = stdout
+        process.standardError = stderr
+        try process.run()
+        stdin.fileHandleForWriting.write(Data(input.utf8))
+        try stdin.fileHandleForWriting.close()
+        let output = String(decoding: stdout.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        let errors = String(decoding: stderr.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        return (process.terminationStatus, output, errors)
     }
 }
