@@ -164,6 +164,7 @@ public final class Socket: Sendable, CustomStringConvertible {
 
     /// One datagram with where it came from and where it was sent.
     public struct Datagram: Sendable, Equatable {
+        /// The payload.
         public var bytes: [UInt8]
         /// The sender.
         public var from: Endpoint
