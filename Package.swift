@@ -20,6 +20,8 @@ let package = Package(
         // The metrics exporter's HTTP server and the Swift server examples; not in the core libraries.
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        // `swift package generate-documentation`: the DocC catalogs, built in CI.
+        .package(url: "https://github.com/swiftlang/swift-docc-plugin", from: "1.5.0"),
     ],
     targets: [
         // Pure Swift: the instruction set, no syscalls, builds on any OS.

@@ -18,7 +18,10 @@ public final class Link: Sendable, CustomStringConvertible {
     /// Attaches `program` to a network namespace (`BPF_LINK_CREATE`). SK_LOOKUP programs can
     /// only be attached this way; up to 64 per namespace run in attach order.
     ///
-    /// - Parameter attachType: defaults to the one the program type requires (`BPF_SK_LOOKUP`).
+    /// - Parameters:
+    ///   - program: the program to attach.
+    ///   - namespace: the network namespace to attach it to.
+    ///   - attachType: defaults to the one the program type requires (`BPF_SK_LOOKUP`).
     public static func attach(
         _ program: Program, to namespace: NetworkNamespace, attachType: AttachType? = nil
     ) throws(BPFError) -> Link {

@@ -175,7 +175,9 @@ public final class Program: Sendable, CustomStringConvertible {
     ///
     /// - Parameters:
     ///   - context: the context passed in (for SK_LOOKUP, the 72-byte `struct bpf_sk_lookup`).
-    ///   - repeat: how many times to run; the duration is the average per run.
+    ///   - data: packet data, for the program types that take it (SK_LOOKUP takes none).
+    ///   - count: how many times to run; the duration is the average per run.
+    ///   - flags: `BPF_F_TEST_*` flags of the test run.
     public func testRun(
         context: [UInt8]? = nil, data: [UInt8]? = nil, repeat count: UInt32 = 1, flags: UInt32 = 0
     ) throws(BPFError) -> TestRunResult {

@@ -35,9 +35,13 @@ public final class Socket: Sendable, CustomStringConvertible {
     /// Creates and binds a socket; a TCP socket also listens.
     ///
     /// - Parameters:
+    ///   - transport: TCP or UDP.
+    ///   - address: the local address; `.any4` or `.any6` for every address.
+    ///   - port: the local port; 0 picks a free one.
+    ///   - reusePort: join an `SO_REUSEPORT` group.
     ///   - v6Only: for IPv6, refuse IPv4 traffic (`IPV6_V6ONLY`); `false`, the default as in the
     ///     system (`net.ipv6.bindv6only=0`), makes a dual-stack socket.
-    ///   - reusePort: join an `SO_REUSEPORT` group.
+    ///   - backlog: the TCP accept queue's length.
     public static func bound(
         _ transport: Transport, _ address: IPAddress, port: UInt16, reusePort: Bool = false, v6Only: Bool = false,
         backlog: Int32 = 128

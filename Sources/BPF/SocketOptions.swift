@@ -57,8 +57,10 @@ extension Socket {
     /// first (``SocketOption/reusePort``, ``SocketOption/freeBind``, a reuseport program) can
     /// be set; then ``bind(to:)`` and, for TCP, ``listen(backlog:)``.
     ///
-    /// - Parameter family: `AF_INET` or `AF_INET6`. An IPv6 socket is dual-stack, as the
-    ///   system's default is; set ``SocketOption/v6Only`` to refuse IPv4.
+    /// - Parameters:
+    ///   - transport: TCP or UDP.
+    ///   - family: `AF_INET` or `AF_INET6`. An IPv6 socket is dual-stack, as the system's
+    ///     default is; set ``SocketOption/v6Only`` to refuse IPv4.
     public static func unbound(_ transport: Transport, family: Int32) throws(BPFError) -> Socket {
         guard family == AF_INET || family == AF_INET6 else {
             throw BPFError(

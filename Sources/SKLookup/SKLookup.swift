@@ -3,7 +3,7 @@ import BPFAssembly
 
 /// The building blocks of SK_LOOKUP programs: context access, helpers, patterns and returns,
 /// named after the guide's `sk-lookup-*` functions. Each returns statements for the
-/// ``ProgramBuilder`` (`assemble { … }`) or the array API.
+/// `ProgramBuilder` of BPFAssembly (`assemble { … }`) or the array API.
 ///
 /// ```swift
 /// let pass = Label("pass")

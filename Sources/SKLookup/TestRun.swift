@@ -11,7 +11,11 @@ public struct Connection: Sendable, Hashable, CustomStringConvertible {
     /// Where it comes from (`remote_ip`, `remote_port`).
     public var remote: Endpoint
 
-    /// - Parameter remote: defaults to the loopback address of the same family, port 40000.
+    /// - Parameters:
+    ///   - transport: TCP or UDP.
+    ///   - local: where the connection goes.
+    ///   - remote: where it comes from; defaults to the loopback address of the same family,
+    ///     port 40000.
     public init(_ transport: Socket.Transport, to local: Endpoint, from remote: Endpoint? = nil) {
         self.transport = transport
         self.local = local

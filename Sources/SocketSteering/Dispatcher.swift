@@ -70,7 +70,11 @@ public final class Dispatcher {
     /// changes if it is already loaded. The state is built in a temporary directory and
     /// renamed into place, so a half-built state is never seen.
     ///
-    /// - Parameter maxBindings: the most bindings the dispatcher will hold.
+    /// - Parameters:
+    ///   - namespace: the network namespace to steer.
+    ///   - bpffs: the bpf filesystem that holds the state.
+    ///   - maxBindings: the most bindings the dispatcher will hold.
+    ///   - logger: where to log what is done (nothing by default).
     public static func load(
         namespace: NetworkNamespace, bpffs: String = defaultBPFFS, maxBindings: Int = 1 << 20,
         logger: Logger = .disabled
@@ -189,8 +193,12 @@ public final class Dispatcher {
     /// Opens the loaded dispatcher of `namespace`. A writable open first finishes or undoes
     /// whatever an earlier, interrupted command left half done.
     ///
-    /// - Parameter readOnly: take a shared lock and read-only map descriptors (enough for
-    ///   status, bindings and metrics; the owning group can do this).
+    /// - Parameters:
+    ///   - namespace: the network namespace whose dispatcher to open.
+    ///   - bpffs: the bpf filesystem that holds the state.
+    ///   - readOnly: take a shared lock and read-only map descriptors (enough for status,
+    ///     bindings and metrics; the owning group can do this).
+    ///   - logger: where to log what is done (nothing by default).
     public static func open(
         namespace: NetworkNamespace, bpffs: String = defaultBPFFS, readOnly: Bool = false,
         logger: Logger = .disabled

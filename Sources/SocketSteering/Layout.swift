@@ -9,18 +9,18 @@ struct Field: Sendable {
 }
 
 /// The key schema: every map key and value of the data plane, declared once. The entry
-/// encoder (``Layout/encode(_:)`` and friends) and the program generator (``DataPlane``) both
+/// encoder (`Layout.encode(_:)` and friends) and the program generator (`DataPlane`) both
 /// read their offsets from here.
 ///
 /// Per lane (protocol × family) and per rule-set copy there are three tables:
 ///
-/// - `host` (hash): ``HostKey`` → ``EntryValueLayout``: a full address on one port, the most
+/// - `host` (hash): `HostKey` → `EntryValueLayout`: a full address on one port, the most
 ///   specific binding there is, so a hit ends the lookup;
-/// - `exact` (LPM trie): ``ExactKey``: port first, then the address, so a lookup stays inside
+/// - `exact` (LPM trie): `ExactKey`: port first, then the address, so a lookup stays inside
 ///   the part of the trie that holds its port;
-/// - `wild` (LPM trie): ``WildKey``: the address alone, for bindings on all ports.
+/// - `wild` (LPM trie): `WildKey`: the address alone, for bindings on all ports.
 ///
-/// A per-copy ``PortFlags`` array says which ports have `host` or `exact` entries, so a
+/// A per-copy `PortFlags` array says which ports have `host` or `exact` entries, so a
 /// lookup skips the tables that cannot match.
 public enum Layout {
     /// Bump when the maps change shape; `upgrade` migrates older state.
@@ -50,7 +50,7 @@ public enum Layout {
     }
 
     /// `exact` key: LPM prefix length (16 port bits + address bits), port, address. The port
-    /// and address are laid out as in ``HostKey``, so a host key is this key from byte 4.
+    /// and address are laid out as in `HostKey`, so a host key is this key from byte 4.
     enum ExactKey {
         static let prefixLength = Field(offset: 0, size: 4)
         static let port = Field(offset: 4, size: 2)

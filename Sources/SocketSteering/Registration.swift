@@ -41,7 +41,9 @@ extension Dispatcher {
     /// service can run `sksteer register` as a child; `LISTEN_FDNAMES` names them).
     ///
     /// - Parameters:
+    ///   - label: the label to register the sockets for.
     ///   - name: register only the descriptors with this `LISTEN_FDNAMES` name.
+    ///   - environment: the process environment (`ProcessInfo.processInfo.environment`).
     ///   - firstDescriptor: where the passed descriptors start (`SD_LISTEN_FDS_START`, 3).
     @discardableResult
     public func registerActivatedSockets(

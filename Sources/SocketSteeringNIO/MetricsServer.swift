@@ -44,7 +44,10 @@ public struct MetricsServer: Service {
     let logger: Logger
 
     /// - Parameters:
+    ///   - host: the address to listen on (`127.0.0.1`, `::1`, `0.0.0.0`).
     ///   - port: 0 picks a free port; `onListening` is told which.
+    ///   - configuration: the limits on clients.
+    ///   - logger: where connection errors and failed renders are logged.
     ///   - render: the exposition text, called once per `GET` or `HEAD`; an error is a `500`.
     ///   - onListening: called once with the bound address (`127.0.0.1:9100`, `[::1]:9100`)
     ///     before the first connection is accepted.
