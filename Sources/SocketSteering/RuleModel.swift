@@ -41,17 +41,6 @@ struct FamilyPrefix: Hashable, Sendable, Comparable {
         self.low = low & maskLow
     }
 
-    /// The address (4 or 16 bytes, network order) as a full-length prefix.
-    init(address bytes: [UInt8]) {
-        var high: UInt64 = 0
-        var low: UInt64 = 0
-        for i in 0..<16 {
-            let byte = UInt64(i < bytes.count ? bytes[i] : 0)
-            if i < 8 { high |= byte << UInt64(56 - 8 * i) } else { low |= byte << UInt64(56 - 8 * (i - 8)) }
-        }
-        self.init(high: high, low: low, length: bytes.count * 8)
-    }
-
     /// The address as a full-length prefix (IPv4 in the first 32 bits).
     init(_ address: IPAddress) {
         if address.isIPv4 {

@@ -245,8 +245,10 @@ struct FileArgument: ParsableArguments {
             "The binding file (- for standard input): JSON {\"bindings\": [...]} or lines of LABEL PROTO PREFIX PORTS.")
     var file: String
 
-    func bindings() throws -> [Binding] {
-        let data = try readFile(file)
+    func bindings() throws -> [Binding] { try bindings(from: readFile(file)) }
+
+    /// The bindings of the file's content, read already.
+    func bindings(from data: Data) throws -> [Binding] {
         guard let text = String(data: data, encoding: .utf8) else { throw ToolError("\(file): not UTF-8 text") }
         do {
             return try BindingFile.parse(text) { warn("\(file): \($0)") }
@@ -311,11 +313,12 @@ struct Apply: ParsableCommand {
         }
     }
 
-    func applyOnce() throws {
+    /// Applies the file, or `content` when it has been read already (by the watcher).
+    func applyOnce(content: Data? = nil) throws {
         let progress = TerminalProgress(unless: state.verbose || watch)
         defer { progress.clear() }
         progress.show("read \(input.file)")
-        let bindings = try input.bindings()
+        let bindings = try content.map { try input.bindings(from: $0) } ?? input.bindings()
         let dispatcher = try state.open()
         dispatcher.progress = { progress.show($0) }
         let plan = try dispatcher.apply(bindings)
@@ -356,7 +359,7 @@ struct Apply: ParsableCommand {
                 sinceRetry = 0
                 do {
                     guard let content else { throw ToolError("\(input.file): cannot be read") }
-                    try applyOnce()
+                    try applyOnce(content: content)
                     applied = content
                     failed = nil
                 } catch {

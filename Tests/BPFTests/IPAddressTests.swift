@@ -1,4 +1,5 @@
 import BPF
+import KernelTestSupport
 import Testing
 
 #if canImport(Glibc)
@@ -8,17 +9,6 @@ import Testing
 /// IPAddress keeps its bits inline; these check it against byte-wise reference rules on
 /// seeded random addresses (no root needed).
 @Suite struct IPAddressTests {
-    struct Generator: RandomNumberGenerator {
-        var state: UInt64
-        mutating func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
-    }
-
     /// The reference: clear all but the first `length` bits of the bytes.
     func maskedBytes(_ bytes: [UInt8], _ length: Int) -> [UInt8] {
         bytes.indices.map { i in
@@ -28,7 +18,7 @@ import Testing
     }
 
     @Test(arguments: [1, 2, 3]) func matchesTheByteWiseRules(seed: UInt64) {
-        var random = Generator(state: seed)
+        var random = SeededGenerator(seed: seed)
         for _ in 0..<2000 {
             let count = random.next() % 2 == 0 ? 4 : 16
             let bytes = (0..<count).map { _ in UInt8.random(in: 0...255, using: &random) }

@@ -1,4 +1,5 @@
 import BPF
+import KernelTestSupport
 import Testing
 
 @testable import SocketSteering

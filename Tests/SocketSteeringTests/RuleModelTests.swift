@@ -1,20 +1,8 @@
 import BPF
+import KernelTestSupport
 import Testing
 
 @testable import SocketSteering
-
-/// A seeded generator (SplitMix64): every random rule set is replayable from its seed.
-struct SeededGenerator: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9e37_79b9_7f4a_7c15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xbf58_476d_1ce4_e5b9
-        z = (z ^ (z >> 27)) &* 0x94d0_49bb_1331_11eb
-        return z ^ (z >> 31)
-    }
-}
 
 /// Random rule sets that overlap a lot: few base addresses, every prefix length, single
 /// ports, ranges and all ports, IPv4 and IPv6 (including `::/0`, which covers IPv4 too).
@@ -145,7 +133,7 @@ enum RandomRules {
             return tables.entries[
                 EntryKey(
                     lane: Lane(transport: .tcp, ipv6: false), table: .exact, port: 443,
-                    prefix: FamilyPrefix(address: p.address.bytes).truncated(to: p.length))]
+                    prefix: FamilyPrefix(p.address).truncated(to: p.length))]
         }
         #expect(entry("10.0.0.0/8")?.checkWildcard == true)
         #expect(entry("192.0.2.0/24")?.checkWildcard == false)
