@@ -57,6 +57,22 @@ final class Fixture {
         }
     }
 
+    /// The namespace's count of SYNs sent again (`TcpExt: TCPSynRetrans` of
+    /// `/proc/thread-self/net/netstat`, read from a thread inside it).
+    func synRetransmits() throws -> Int {
+        try namespace.run { () throws -> Int in
+            let text = try String(contentsOfFile: "/proc/thread-self/net/netstat", encoding: .utf8)
+            let lines = text.split(separator: "\n").filter { $0.hasPrefix("TcpExt:") }
+            guard lines.count == 2 else { throw SteeringError.notLoaded("no TcpExt lines in netstat") }
+            let names = lines[0].split(separator: " ")
+            let values = lines[1].split(separator: " ")
+            guard let index = names.firstIndex(of: "TCPSynRetrans"), index < values.count,
+                let count = Int(values[index])
+            else { throw SteeringError.notLoaded("no TCPSynRetrans in netstat") }
+            return count
+        }
+    }
+
     deinit {
         for server in servers { server.stop() }
         _ = try? Dispatcher.unload(namespace: namespace, bpffs: bpffs.path)
