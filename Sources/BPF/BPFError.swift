@@ -50,6 +50,9 @@ public struct BPFError: Error, Sendable, CustomStringConvertible {
     public var failingInstruction: Int?
     /// Where ``failingInstruction`` is in the source: `label` or `label+N`.
     public var failingLabel: String?
+    /// For a program compiled with line info (`clang -g`): the C source line the verifier
+    /// stopped at, as `file.c:LINE: text`.
+    public var sourceLine: String?
 
     /// An error for `operation` with errno `code`; `kind` and `hint` default to ones derived from the errno.
     public init(operation: String, code: Int32, kind: Kind? = nil, hint: String? = nil) {
@@ -67,7 +70,7 @@ public struct BPFError: Error, Sendable, CustomStringConvertible {
     public var codeName: String { errnoName(code) }
 
     /// `OPERATION failed: STRERROR (ENAME)`, or for a verifier rejection
-    /// `OPERATION: the verifier rejected the program at instruction N (LABEL): LINE`; then `; HINT` if any.
+    /// `OPERATION: the verifier rejected the program at instruction N (LABEL) [FILE:LINE: SOURCE]: LINE`; then `; HINT` if any.
     public var description: String {
         var text = "\(operation) failed: \(errnoDescription(code)) (\(codeName))"
         if kind == .verifierRejected {
@@ -76,6 +79,7 @@ public struct BPFError: Error, Sendable, CustomStringConvertible {
                 text += " at instruction \(instruction)"
                 if let label = failingLabel { text += " (\(label))" }
             }
+            if let sourceLine { text += " [\(sourceLine)]" }
             if let line = decisiveLine { text += ": \(line)" }
         }
         if let hint { text += "; \(hint)" }

@@ -48,14 +48,34 @@ public final class Map: Sendable, CustomStringConvertible {
         type: MapType, keySize: Int, valueSize: Int, maxEntries: Int, flags: UInt32 = 0, name: String = "",
         innerMap: Map? = nil
     ) throws(BPFError) -> Map {
+        try create(
+            type: type, keySize: keySize, valueSize: valueSize, maxEntries: maxEntries, flags: flags, name: name,
+            innerMap: innerMap, btf: nil)
+    }
+
+    /// Creates a map with the BTF types of its key and value (`btf_fd`, `btf_key_type_id`,
+    /// `btf_value_type_id`). If the kernel refuses the BTF, the map is created without it, as
+    /// libbpf does.
+    static func create(
+        type: MapType, keySize: Int, valueSize: Int, maxEntries: Int, flags: UInt32 = 0, name: String = "",
+        innerMap: Map? = nil, btf: (OwnedFileDescriptor, UInt32, UInt32)?
+    ) throws(BPFError) -> Map {
         let kernelName = Program.sanitizedName(name)
         let refused =
             "the kernel refused key size \(keySize), value size \(valueSize), \(maxEntries) entries or flags \(flags)"
             + " for a \(type) map"
-        let fd = try kernelCall("BPF_MAP_CREATE of \(type) map \"\(kernelName)\"", hints: [EINVAL: refused]) {
-            cbpf_map_create(
-                type.rawValue, UInt32(keySize), UInt32(valueSize), UInt32(maxEntries), flags, kernelName,
-                innerMap?.descriptor.rawValue ?? -1)
+        func create(withBTF: Bool) throws(BPFError) -> Int {
+            try kernelCall("BPF_MAP_CREATE of \(type) map \"\(kernelName)\"", hints: [EINVAL: refused]) {
+                cbpf_map_create_btf(
+                    type.rawValue, UInt32(keySize), UInt32(valueSize), UInt32(maxEntries), flags, kernelName,
+                    innerMap?.descriptor.rawValue ?? -1, withBTF ? btf?.0.rawValue ?? -1 : -1, btf?.1 ?? 0, btf?.2 ?? 0)
+            }
+        }
+        let fd: Int
+        if btf != nil, let first = try? create(withBTF: true) {
+            fd = first
+        } else {
+            fd = try create(withBTF: false)
         }
         return Map(
             descriptor: OwnedFileDescriptor(adopting: Int32(fd)), type: type, keySize: keySize, valueSize: valueSize,

@@ -52,14 +52,43 @@ public final class Program: Sendable, CustomStringConvertible {
             used.append(map)
             instructions[index].immediate = map.descriptor.rawValue
         }
-        let bytes = instructions.encoded()
-        let attachType = expectedAttachType ?? type.requiredExpectedAttachType
+        return try loadEncoded(
+            instructions.encoded(), type: type, kernelName: kernelName, license: license,
+            attachType: expectedAttachType ?? type.requiredExpectedAttachType, debugInfo: nil, keepAlive: used,
+            assembly: assembly, logger: logger)
+    }
+
+    /// Loads encoded instructions, with BTF records when `debugInfo` is given; the one path
+    /// of every `BPF_PROG_LOAD`. On failure the load is repeated with a growing verifier log.
+    static func loadEncoded(
+        _ bytes: [UInt8], type: ProgramType, kernelName: String, license: String, attachType: AttachType?,
+        debugInfo: ProgramDebugInfo?, keepAlive used: [Map], assembly: Assembly?, logger: Logger?
+    ) throws(BPFError) -> Program {
+        let what = "BPF_PROG_LOAD of \(type) program \"\(kernelName)\""
         func attempt(_ log: inout [CChar], level: UInt32) -> Int {
             bytes.withUnsafeBytes { insns in
                 log.withUnsafeMutableBufferPointer { buffer in
-                    cbpf_prog_load(
-                        type.rawValue, attachType?.rawValue ?? 0, insns.baseAddress, UInt32(bytes.count / 8), license,
-                        kernelName, 0, buffer.count > 0 ? buffer.baseAddress : nil, UInt32(buffer.count), level, nil)
+                    let logBuffer = buffer.count > 0 ? buffer.baseAddress : nil
+                    guard let debugInfo else {
+                        return cbpf_prog_load(
+                            type.rawValue, attachType?.rawValue ?? 0, insns.baseAddress, UInt32(bytes.count / 8),
+                            license, kernelName, 0, logBuffer, UInt32(buffer.count), level, nil)
+                    }
+                    return debugInfo.functionInfo.withUnsafeBytes { functions in
+                        debugInfo.lineInfo.withUnsafeBytes { lines in
+                            var btf = cbpf_prog_btf(
+                                btf_fd: debugInfo.btf?.rawValue ?? -1, func_info: functions.baseAddress,
+                                func_info_rec_size: 8, func_info_cnt: UInt32(debugInfo.functionInfo.count / 8),
+                                line_info: lines.baseAddress, line_info_rec_size: 16,
+                                line_info_cnt: UInt32(debugInfo.lineInfo.count / 16),
+                                kern_version: debugInfo.kernelVersion)
+                            if debugInfo.functionInfo.isEmpty { btf.func_info = nil }
+                            if debugInfo.lineInfo.isEmpty { btf.line_info = nil }
+                            return cbpf_prog_load_btf(
+                                type.rawValue, attachType?.rawValue ?? 0, insns.baseAddress, UInt32(bytes.count / 8),
+                                license, kernelName, logBuffer, UInt32(buffer.count), level, &btf)
+                        }
+                    }
                 }
             }
         }
@@ -67,12 +96,11 @@ public final class Program: Sendable, CustomStringConvertible {
         logger?.debug("loading program", metadata: ["name": "\(kernelName)", "instructions": "\(bytes.count / 8)"])
         let firstError: BPFError
         do {
-            let fd = try kernelCall(what, retry: .programLoad) { attempt(&noLog, level: 0) }
-            return withExtendedLifetime(used) {
-                Program(
-                    descriptor: OwnedFileDescriptor(adopting: Int32(fd)), type: type, name: kernelName,
-                    assembly: assembly)
+            let fd = try withExtendedLifetime((used, debugInfo)) {
+                () throws(BPFError) in try kernelCall(what, retry: .programLoad) { attempt(&noLog, level: 0) }
             }
+            return Program(
+                descriptor: OwnedFileDescriptor(adopting: Int32(fd)), type: type, name: kernelName, assembly: assembly)
         } catch {
             firstError = error
         }
@@ -81,7 +109,7 @@ public final class Program: Sendable, CustomStringConvertible {
         var size = 256 * 1024
         while true {
             var log = [CChar](repeating: 0, count: size)
-            let result = withExtendedLifetime(used) { attempt(&log, level: 1) }
+            let result = withExtendedLifetime((used, debugInfo)) { attempt(&log, level: 1) }
             let text = String(decoding: log.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
             if result >= 0 {
                 // Loaded on the second try (a transient failure); keep it.
@@ -104,7 +132,9 @@ public final class Program: Sendable, CustomStringConvertible {
                 let parsed = VerifierLog(text)
                 error.decisiveLine = parsed.decisiveLine
                 error.failingInstruction = parsed.failingInstruction
-                if let slot = parsed.failingInstruction, let (label, distance) = assembly.nearestLabel(atOrBefore: slot)
+                error.sourceLine = parsed.sourceLine
+                if let slot = parsed.failingInstruction,
+                    let (label, distance) = assembly?.nearestLabel(atOrBefore: slot)
                 {
                     error.failingLabel = distance == 0 ? label.name : "\(label.name)+\(distance)"
                 }
@@ -354,6 +384,9 @@ public struct VerifierLog: Sendable, Hashable {
     public var decisiveLine: String?
     /// The last instruction the verifier reported processing (`12: (61) r1 = …`).
     public var failingInstruction: Int?
+    /// The last source line the verifier printed (`; text @ file.c:12`, from line info),
+    /// as `file.c:12: text`.
+    public var sourceLine: String?
 
     /// Picks the decisive line and failing instruction out of a verifier log's text.
     public init(_ text: String) {
@@ -363,6 +396,16 @@ public struct VerifierLog: Sendable, Hashable {
         ]
         let meaningful = lines.filter { line in !statistics.contains { line.hasPrefix($0) } }
         decisiveLine = meaningful.last
+        for line in meaningful.reversed() where line.hasPrefix("; ") {
+            let characters = Array(line)
+            guard
+                let at = stride(from: characters.count - 3, through: 2, by: -1).first(where: {
+                    characters[$0] == " " && characters[$0 + 1] == "@" && characters[$0 + 2] == " "
+                })
+            else { continue }
+            sourceLine = "\(String(characters[(at + 3)...])): \(String(characters[2..<at]))"
+            break
+        }
         for line in meaningful.reversed() {
             let digits = line.prefix { $0.isNumber }
             if !digits.isEmpty, line.dropFirst(digits.count).hasPrefix(": (") {

@@ -62,6 +62,35 @@ long cbpf_prog_load(uint32_t prog_type, uint32_t expected_attach_type, const voi
     return sys_bpf(BPF_PROG_LOAD, &attr);
 }
 
+long cbpf_prog_load_btf(uint32_t prog_type, uint32_t expected_attach_type, const void *insns, uint32_t insn_cnt,
+                        const char *license, const char *name, char *log_buf, uint32_t log_size, uint32_t log_level,
+                        const struct cbpf_prog_btf *btf) {
+    union bpf_attr attr;
+    memset(&attr, 0, sizeof(attr));
+    attr.prog_type = prog_type;
+    attr.expected_attach_type = expected_attach_type;
+    attr.insns = ptr(insns);
+    attr.insn_cnt = insn_cnt;
+    attr.license = ptr(license);
+    attr.log_buf = ptr(log_buf);
+    attr.log_size = log_size;
+    attr.log_level = log_level;
+    if (name) strncpy(attr.prog_name, name, sizeof(attr.prog_name) - 1);
+    if (btf) {
+        attr.kern_version = btf->kern_version;
+        if (btf->btf_fd >= 0) {
+            attr.prog_btf_fd = btf->btf_fd;
+            attr.func_info = ptr(btf->func_info);
+            attr.func_info_rec_size = btf->func_info_rec_size;
+            attr.func_info_cnt = btf->func_info_cnt;
+            attr.line_info = ptr(btf->line_info);
+            attr.line_info_rec_size = btf->line_info_rec_size;
+            attr.line_info_cnt = btf->line_info_cnt;
+        }
+    }
+    return sys_bpf(BPF_PROG_LOAD, &attr);
+}
+
 long cbpf_prog_test_run(int prog_fd, const void *ctx_in, uint32_t ctx_size_in, void *ctx_out, uint32_t *ctx_size_out,
                         const void *data_in, uint32_t data_size_in, void *data_out, uint32_t *data_size_out,
                         uint32_t repeat, uint32_t flags, uint32_t *retval, uint32_t *duration) {
@@ -103,6 +132,12 @@ long cbpf_prog_query(int target_fd, uint32_t attach_type, uint32_t query_flags, 
 
 long cbpf_map_create(uint32_t map_type, uint32_t key_size, uint32_t value_size, uint32_t max_entries,
                      uint32_t map_flags, const char *name, int inner_map_fd) {
+    return cbpf_map_create_btf(map_type, key_size, value_size, max_entries, map_flags, name, inner_map_fd, -1, 0, 0);
+}
+
+long cbpf_map_create_btf(uint32_t map_type, uint32_t key_size, uint32_t value_size, uint32_t max_entries,
+                         uint32_t map_flags, const char *name, int inner_map_fd, int btf_fd, uint32_t btf_key_type_id,
+                         uint32_t btf_value_type_id) {
     union bpf_attr attr;
     memset(&attr, 0, sizeof(attr));
     attr.map_type = map_type;
@@ -112,7 +147,30 @@ long cbpf_map_create(uint32_t map_type, uint32_t key_size, uint32_t value_size, 
     attr.map_flags = map_flags;
     attr.inner_map_fd = inner_map_fd >= 0 ? inner_map_fd : 0; /* -1: none (0 is a valid descriptor) */
     if (name) strncpy(attr.map_name, name, sizeof(attr.map_name) - 1);
+    if (btf_fd >= 0) {
+        attr.btf_fd = btf_fd;
+        attr.btf_key_type_id = btf_key_type_id;
+        attr.btf_value_type_id = btf_value_type_id;
+    }
     return sys_bpf(BPF_MAP_CREATE, &attr);
+}
+
+long cbpf_map_freeze(int fd) {
+    union bpf_attr attr;
+    memset(&attr, 0, sizeof(attr));
+    attr.map_fd = fd;
+    return sys_bpf(BPF_MAP_FREEZE, &attr);
+}
+
+long cbpf_btf_load(const void *btf, uint32_t size, char *log_buf, uint32_t log_size, uint32_t log_level) {
+    union bpf_attr attr;
+    memset(&attr, 0, sizeof(attr));
+    attr.btf = ptr(btf);
+    attr.btf_size = size;
+    attr.btf_log_buf = ptr(log_buf);
+    attr.btf_log_size = log_size;
+    attr.btf_log_level = log_level;
+    return sys_bpf(BPF_BTF_LOAD, &attr);
 }
 
 long cbpf_map_lookup(int fd, const void *key, void *value, uint64_t flags) {

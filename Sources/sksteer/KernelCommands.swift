@@ -43,7 +43,8 @@ func printTable(_ header: [String], _ rows: [[String]]) {
 
 struct Prog: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Inspect loaded BPF programs.", subcommands: [ProgList.self], defaultSubcommand: ProgList.self)
+        abstract: "Inspect loaded BPF programs; load and show objects compiled from C.",
+        subcommands: [ProgList.self, ProgLoad.self, ProgShow.self], defaultSubcommand: ProgList.self)
 }
 
 struct ProgList: ParsableCommand {

@@ -1,6 +1,7 @@
 import ArgumentParser
 import BPF
 import BPFAssembly
+import BPFObject
 import Foundation
 import SocketSteering
 
@@ -74,7 +75,7 @@ func warn(_ message: String) {
 func reporting(_ body: () throws -> Void) throws {
     do {
         try body()
-    } catch let error where error is ToolError || error is BPFError || error is SteeringError {
+    } catch let error where error is ToolError || error is BPFError || error is SteeringError || error is ObjectError {
         FileHandle.standardError.write(Data("sksteer: \(error)\n".utf8))
         throw ExitCode.failure
     }

@@ -18,6 +18,23 @@ long cbpf_sys_bpf(int cmd, void *attr, unsigned int size);
 long cbpf_prog_load(uint32_t prog_type, uint32_t expected_attach_type, const void *insns, uint32_t insn_cnt,
                     const char *license, const char *name, uint32_t prog_flags, char *log_buf, uint32_t log_size,
                     uint32_t log_level, const int32_t *fd_array);
+// What a program from a compiled object adds: its BTF and function and line records, and the
+// `version` section (kern_version).
+struct cbpf_prog_btf {
+    int btf_fd;
+    const void *func_info;
+    uint32_t func_info_rec_size;
+    uint32_t func_info_cnt;
+    const void *line_info;
+    uint32_t line_info_rec_size;
+    uint32_t line_info_cnt;
+    uint32_t kern_version;
+};
+long cbpf_prog_load_btf(uint32_t prog_type, uint32_t expected_attach_type, const void *insns, uint32_t insn_cnt,
+                        const char *license, const char *name, char *log_buf, uint32_t log_size, uint32_t log_level,
+                        const struct cbpf_prog_btf *btf);
+// BPF_BTF_LOAD of raw BTF bytes.
+long cbpf_btf_load(const void *btf, uint32_t size, char *log_buf, uint32_t log_size, uint32_t log_level);
 long cbpf_prog_test_run(int prog_fd, const void *ctx_in, uint32_t ctx_size_in, void *ctx_out, uint32_t *ctx_size_out,
                         const void *data_in, uint32_t data_size_in, void *data_out, uint32_t *data_size_out,
                         uint32_t repeat, uint32_t flags, uint32_t *retval, uint32_t *duration);
@@ -27,6 +44,12 @@ long cbpf_prog_query(int target_fd, uint32_t attach_type, uint32_t query_flags, 
 // Maps
 long cbpf_map_create(uint32_t map_type, uint32_t key_size, uint32_t value_size, uint32_t max_entries,
                      uint32_t map_flags, const char *name, int inner_map_fd);
+// The same, with the BTF of its key and value (btf_fd -1: none).
+long cbpf_map_create_btf(uint32_t map_type, uint32_t key_size, uint32_t value_size, uint32_t max_entries,
+                         uint32_t map_flags, const char *name, int inner_map_fd, int btf_fd, uint32_t btf_key_type_id,
+                         uint32_t btf_value_type_id);
+// BPF_MAP_FREEZE: no more writes from user space (a program's .rodata).
+long cbpf_map_freeze(int fd);
 long cbpf_map_lookup(int fd, const void *key, void *value, uint64_t flags);
 long cbpf_map_update(int fd, const void *key, const void *value, uint64_t flags);
 long cbpf_map_delete(int fd, const void *key);
