@@ -231,6 +231,11 @@ public final class LoadedObject: Sendable {
             } catch {
                 var named = error
                 named.operation = "loading program \(program.name) (section \(program.section)) of \(object.name)"
+                // The object's own line records name the failing instruction's C line on every
+                // kernel (the verifier prints `file:line` itself only since Linux 6.4).
+                if let slot = error.failingInstruction, let line = program.sourceLine(atSlot: slot) {
+                    named.sourceLine = line
+                }
                 throw named
             }
         }

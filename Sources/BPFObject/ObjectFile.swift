@@ -168,6 +168,22 @@ public struct ObjectProgram: Sendable {
         public var lineOffset: UInt32
         /// Line number << 10 | column.
         public var lineColumn: UInt32
+        /// The source file's name, as clang recorded it.
+        public var fileName: String
+        /// The source line's text.
+        public var text: String
+
+        /// The line number.
+        public var line: Int { Int(lineColumn >> 10) }
+        /// `file.c:LINE: text`, with the file's base name, as the verifier prints lines.
+        public var location: String {
+            "\(fileName.split(separator: "/").last.map(String.init) ?? fileName):\(line): \(text)"
+        }
+    }
+
+    /// The source line of a slot (from the line records), as `file.c:LINE: text`.
+    public func sourceLine(atSlot slot: Int) -> String? {
+        lineInfo.last { Int($0.slot) <= slot }?.location
     }
 
     /// How many 8-byte slots the program takes (what the kernel counts).

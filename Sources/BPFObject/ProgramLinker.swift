@@ -231,7 +231,8 @@ struct ProgramLinker {
                     .init(
                         slot: UInt32(at) + (record.instructionByteOffset - range.lowerBound) / 8,
                         fileNameOffset: record.fileNameOffset, lineOffset: record.lineOffset,
-                        lineColumn: record.lineColumn))
+                        lineColumn: record.lineColumn, fileName: btf?.string(at: record.fileNameOffset) ?? "?",
+                        text: (btf?.string(at: record.lineOffset) ?? "").trimmingLeadingSpaces))
             }
         }
         let linkedSections = Set(placed.map { elf.sections[$0.function.section].name })
@@ -288,4 +289,8 @@ struct ProgramLinker {
             .unsupported,
             "the ld_imm64 at \(what) refers to \(symbol.name) in section \(section.name), not a map or global data")
     }
+}
+
+extension String {
+    var trimmingLeadingSpaces: String { String(drop { $0 == " " || $0 == "\t" }) }
 }

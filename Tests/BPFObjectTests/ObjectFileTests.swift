@@ -42,6 +42,8 @@ import Testing
         #expect(!steer.lineInfo.isEmpty)
         #expect(steer.lineInfo.allSatisfy { $0.slot < UInt32(steer.slotCount) })
         #expect(steer.lineInfo.map(\.slot) == steer.lineInfo.map(\.slot).sorted())
+        #expect(steer.lineInfo.allSatisfy { $0.location.hasPrefix("globals.c:\($0.line): ") && $0.line > 0 })
+        #expect(steer.sourceLine(atSlot: 0)?.hasPrefix("globals.c:") == true)
         let references = Set(steer.references.map(\.reference))
         #expect(
             references == [

@@ -156,6 +156,52 @@ import Testing
         }
     }
 
+    /// The README's `prog load` walkthrough, run as written (with the built sksteer for
+    /// `swift run sksteer`); the listing it shows is the one the README's comment promises.
+    @Test func theReadmeWalkthroughRuns() throws {
+        try exclusively {
+            let readme = try String(
+                contentsOf: CPrograms.directory.deletingLastPathComponent().deletingLastPathComponent()
+                    .appendingPathComponent("README.md"), encoding: .utf8)
+            guard let start = readme.range(of: "<!-- prog-load-walkthrough -->\n```sh\n"),
+                let end = readme.range(of: "```\n<!-- end -->", range: start.upperBound..<readme.endIndex),
+                let executable = sksteerExecutable()
+            else {
+                Issue.record("the README has no prog-load walkthrough, or sksteer is not built")
+                return
+            }
+            let script = String(readme[start.upperBound..<end.lowerBound])
+                .replacingOccurrences(of: "swift run sksteer", with: "\"$SKSTEER\"")
+            defer {
+                // Whatever happened, nothing stays.
+                let cleanup = Process()
+                cleanup.executableURL = URL(fileURLWithPath: "/bin/sh")
+                cleanup.arguments = [
+                    "-c", "umount /tmp/objects 2>/dev/null; ip netns del objects-demo 2>/dev/null; true",
+                ]
+                try? cleanup.run()
+                cleanup.waitUntilExit()
+            }
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: "/bin/sh")
+            process.arguments = ["-e", "-c", script]
+            process.environment = ProcessInfo.processInfo.environment.merging(["SKSTEER": executable.path]) { $1 }
+            process.currentDirectoryURL = CPrograms.directory.deletingLastPathComponent().deletingLastPathComponent()
+            let output = Pipe()
+            process.standardOutput = output
+            process.standardError = output
+            try process.run()
+            let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            process.waitUntilExit()
+            #expect(process.terminationStatus == 0, "\(text)")
+            let listing = "custom_filter every_port link-port_filter port_filter server tcp_only"
+            #expect(script.contains("# \(listing)"))
+            #expect(text.contains(listing.replacingOccurrences(of: " ", with: "\n")), "\(text)")
+            #expect(text.contains("loaded 4 programs and 1 map of guide"))
+            #expect(!FileManager.default.fileExists(atPath: "/run/netns/objects-demo"))
+        }
+    }
+
     /// `prog show`: programs, sections, maps and their definitions, without loading; JSON too.
     @Test func showWithoutLoading() throws {
         let object = try CPrograms.compile("maptypes")
