@@ -17,7 +17,7 @@ struct ProgramDebugInfo {
     var kernelVersion: UInt32
 }
 
-/// The programs and maps of a BPF object file (``ObjectFile``), created and loaded in the
+/// The programs and maps of a BPF object file (`ObjectFile` (module `BPFObject`)), created and loaded in the
 /// kernel as libbpf would: BTF (`BPF_BTF_LOAD`) first, then every map (maps of maps with
 /// their inner maps, global data filled and `.rodata` frozen), then every program with its
 /// map descriptors, function and line records, license and version.
@@ -93,7 +93,7 @@ public final class LoadedObject: Sendable {
     /// everything created so far is released (so nothing stays in the kernel).
     ///
     /// - Throws: ``BPFError`` from the kernel (a verifier rejection names the program and,
-    ///   with line info, the C source line), ``ObjectError`` for what the object asks and
+    ///   with line info, the C source line), `ObjectError` for what the object asks and
     ///   this loader does not do.
     public static func load(_ object: ObjectFile, options: Options = Options()) throws -> LoadedObject {
         let logger = options.logger
