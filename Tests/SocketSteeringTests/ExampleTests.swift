@@ -28,6 +28,35 @@ struct ExampleTests {
         return (process, text.split(separator: "\n").first.map(String.init) ?? "")
     }
 
+    /// Runs a DocC snippet (`Snippets/NAME.swift`, which swift build compiles) to its end
+    /// and returns what it printed.
+    func runSnippet(_ name: String) throws -> String {
+        guard let executable = builtExecutable(name) else { throw SteeringError.notLoaded("\(name) is not built") }
+        let process = Process()
+        process.executableURL = executable
+        let output = Pipe()
+        process.standardOutput = output
+        process.standardError = output
+        try process.run()
+        let text = read(output, for: 30) { _ in false }
+        #expect(exited(process, within: 30), "\(name) did not finish: \(text)")
+        #expect(process.terminationStatus == 0, "\(name): \(text)")
+        return text
+    }
+
+    /// The snippets of the DocC articles do what the articles say they print.
+    @Test func theDocumentationSnippetsRun() throws {
+        try exclusively {
+            let quickStart = try runSnippet("DispatcherQuickStart")
+            #expect(quickStart.contains("127.0.0.9:80 reached the server, as 127.0.0.9:80"), "\(quickStart)")
+            #expect(quickStart.contains("delivered to socket sk:0x") && quickStart.contains("of web ipv4 tcp, slot 0"))
+            let everyPort = try runSnippet("EveryPortToOneServer")
+            for port in [1, 22, 31337, 65535] {
+                #expect(everyPort.contains("port \(port) → 127.0.0.1:\(port)"), "\(everyPort)")
+            }
+        }
+    }
+
     /// EveryPortServer: one SwiftNIO server answers on every TCP port of 127.0.0.1, and
     /// says which port each client chose; other addresses are untouched.
     @Test func theNIOServerAnswersOnEveryPortOfItsAddress() throws {
