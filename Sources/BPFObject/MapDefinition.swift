@@ -48,6 +48,16 @@ public struct MapDefinition: Sendable, Hashable {
     /// Map types whose keys and values the kernel takes no BTF for (libbpf leaves it out).
     static let noBTFTypes: Set<UInt32> = [3, 4, 7, 8, 12, 13, 14, 15, 16, 17, 18, 22, 23, 25, 27, 31]
 
+    /// The highest `BPF_MAP_TYPE_*` the kernel defines (`BPF_MAP_TYPE_ARENA`, Linux 6.9).
+    public static let highestKnownType: UInt32 = 33
+
+    static func checkType(_ type: UInt32, of name: String) throws(ObjectError) {
+        guard (1...highestKnownType).contains(type) else {
+            throw ObjectError(
+                .unsupported, "map \(name) has type \(type), which is no BPF_MAP_TYPE_* (1…\(highestKnownType))")
+        }
+    }
+
     /// Whether the key and value BTF types go to the kernel with this map.
     public var passesBTF: Bool { !Self.noBTFTypes.contains(type) && (keyTypeID != nil || valueTypeID != nil) }
 }
@@ -172,6 +182,7 @@ struct MapParser {
             }
         }
         guard definition.type != 0 else { throw ObjectError(.malformed, "map \(name) has no type") }
+        try MapDefinition.checkType(definition.type, of: name)
         if MapDefinition.mapOfMapsTypes.contains(definition.type) {
             guard definition.inner != nil else {
                 throw ObjectError(.malformed, "map of maps \(name) has no __array(values, struct …) for its inner maps")
@@ -197,6 +208,7 @@ struct MapParser {
                 throw ObjectError(.truncated, "map \(symbol.name)'s definition lies past the maps section")
             }
             let at = Int(symbol.value)
+            try MapDefinition.checkType(try contents.u32(at, "map type"), of: symbol.name)
             return MapDefinition(
                 name: symbol.name, type: try contents.u32(at, "map type"),
                 keySize: try contents.u32(at + 4, "key size"),

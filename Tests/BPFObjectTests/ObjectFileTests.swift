@@ -137,6 +137,16 @@ import Testing
         #expect {
             try self.object("static_entry", source: staticEntry)
         } throws: { "\($0)".contains("static function hidden") }
+        let unknownMap = """
+            #include <linux/bpf.h>
+            #include <bpf/bpf_helpers.h>
+            struct { __uint(type, 99); __uint(max_entries, 1); __type(key, __u32); __type(value, __u32); } odd SEC(".maps");
+            SEC("sk_lookup") int uses_odd(struct bpf_sk_lookup *ctx) { return SK_PASS; }
+            char _license[] SEC("license") = "GPL";
+            """
+        #expect {
+            try self.object("unknown_map", source: unknownMap)
+        } throws: { ($0 as? ObjectError)?.kind == .unsupported && "\($0)".contains("map odd has type 99") }
         #expect(throws: ObjectError(.notBPFObject, "the file does not start with the ELF magic (\\x7fELF)")) {
             try ObjectFile(bytes: Array("#!/bin/sh\n".utf8), name: "script")
         }
