@@ -156,19 +156,65 @@ struct AddressArgument: ExpressibleByArgument {
     }
 }
 
+/// An IPv4 or IPv6 address or CIDR prefix, kept as written (for the host-bits note).
+struct PrefixArgument: ExpressibleByArgument {
+    var text: String
+    var prefix: IPPrefix
+    init?(argument: String) { try? self.init(parsing: argument) }
+    /// Parses, with the reason when it is not a prefix (the usage error shows it).
+    init(parsing text: String) throws {
+        guard let (prefix, _) = IPPrefix.parse(text) else {
+            throw ToolError("not an IPv4 or IPv6 address or prefix (e.g. 127.0.0.1, 10.0.0.0/8, 2001:db8::/32)")
+        }
+        self.text = text
+        self.prefix = prefix
+    }
+}
+
+/// A port (`80`), a range (`8000-8999`) or `*`.
+struct PortsArgument: ExpressibleByArgument {
+    var text: String
+    var ports: PortSet
+    init?(argument: String) { try? self.init(parsing: argument) }
+    init(parsing text: String) throws {
+        do {
+            ports = try PortSet(parsing: text)
+        } catch {
+            throw ToolError("\(error)")
+        }
+        self.text = text
+    }
+}
+
+/// `IP:PORT`, or `[IPv6]:PORT`.
+struct EndpointArgument: ExpressibleByArgument {
+    var endpoint: Endpoint
+    init?(argument: String) { try? self.init(parsing: argument) }
+    init(parsing text: String) throws {
+        guard let endpoint = Endpoint(text) else { throw ToolError("not IP:PORT ([v6]:PORT)") }
+        self.endpoint = endpoint
+    }
+}
+
 /// `LABEL PROTO PREFIX PORTS`.
 struct BindingArguments: ParsableArguments {
     @Argument(help: "The label of the destination.") var label: String
     @Argument(help: "tcp or udp.") var proto: ProtocolArgument
-    @Argument(help: "An address or CIDR prefix (127.0.0.1, 10.0.0.0/8, 2001:db8::/32).") var prefix: String
-    @Argument(help: "A port (80), a range (8000-8999) or * for all ports.") var ports: String
+    @Argument(
+        help: "An address or CIDR prefix (127.0.0.1, 10.0.0.0/8, 2001:db8::/32).",
+        transform: { try PrefixArgument(parsing: $0) })
+    var prefix: PrefixArgument
+    @Argument(
+        help: "A port (80), a range (8000-8999) or * for all ports.", transform: { try PortsArgument(parsing: $0) })
+    var ports: PortsArgument
     @Option(help: "While the label has no socket: drop (refuse, the default) or pass (the normal lookup).")
     var noSocket: String = "drop"
 
     func binding() throws -> Binding {
-        var binding = try Binding(label: label, protocol: proto.transport.rawValue, prefix: prefix, ports: ports)
+        var binding = try Binding(
+            label: label, protocol: proto.transport.rawValue, prefix: prefix.text, ports: ports.text)
         binding.noSocket = try Binding.policy(noSocket)
-        if let note = Binding.hostBitsNote(prefix) { warn(note) }
+        if let note = Binding.hostBitsNote(prefix.text) { warn(note) }
         return binding
     }
 }
@@ -206,17 +252,14 @@ struct Bindings: ParsableCommand {
         discussion: "With an address or prefix, bindings that overlap it; with a port, bindings that cover it.")
     @OptionGroup var state: StateOptions
     @Argument(help: "tcp, udp or any.") var proto: ProtocolFilterArgument?
-    @Argument(help: "An address or prefix.") var prefix: String?
+    @Argument(help: "An address or prefix.", transform: { try PrefixArgument(parsing: $0) })
+    var prefix: PrefixArgument?
     @Argument(help: "A port.") var port: UInt16?
 
     func run() throws {
         try reporting {
             let transport = proto?.transport
-            var filter: IPPrefix?
-            if let prefix {
-                guard let p = IPPrefix(prefix) else { throw ToolError("'\(prefix)' is not an address or prefix") }
-                filter = p
-            }
+            let filter = prefix?.prefix
             let status = try state.open(readOnly: true).status(findOwners: false)
             let rows = status.bindings.filter { b in
                 if let transport, b.transport != transport { return false }
@@ -524,20 +567,15 @@ struct Explain: ParsableCommand {
     @Argument(help: "tcp or udp.") var proto: ProtocolArgument
     @Argument(help: "The destination address.") var ip: AddressArgument
     @Argument(help: "The destination port.") var port: UInt16
-    @Option(help: "The source, IP:PORT.") var from: String?
+    @Option(help: "The source, IP:PORT ([v6]:PORT).", transform: { try EndpointArgument(parsing: $0) })
+    var from: EndpointArgument?
 
     func run() throws {
         try reporting {
             let (transport, address) = (proto.transport, ip.address)
-            var source: Endpoint?
-            if let from {
-                guard let endpoint = Endpoint(from) else {
-                    throw ToolError("--from '\(from)' is not IP:PORT ([v6]:PORT)")
-                }
-                guard endpoint.address.isIPv4 == address.isIPv4 else {
-                    throw ToolError("--from must be of the same family")
-                }
-                source = endpoint
+            let source = from?.endpoint
+            if let source, source.address.isIPv4 != address.isIPv4 {
+                throw ToolError("--from must be of the same family")
             }
             let explanation = try state.open(readOnly: true).explain(transport, address, port, from: source)
             if state.format == .json { return try printJSON(explanation) }

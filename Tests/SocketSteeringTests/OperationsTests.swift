@@ -263,7 +263,7 @@ let sourceRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().del
     }
 }
 
-/// Arguments are typed (protocol, family, address): a bad value is refused before anything
+/// Arguments are typed (protocol, family, address, prefix, ports, endpoint): a bad value is refused before anything
 /// is opened, in one line with exit status 1; no root needed.
 @Suite struct ArgumentTests {
     func run(_ arguments: [String]) throws -> (status: Int32, errors: String) {
@@ -286,6 +286,11 @@ let sourceRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().del
         (["explain", "tcp", "127.0.0.x", "80"], ["'127.0.0.x'"]),
         (["bindings", "sctp"], ["'sctp'", "'any'"]),
         (["register-pid", "1", "web", "tcp", "::g", "80"], ["'::g'"]),
+        (["bind", "web", "tcp", "127.0.0.0/33", "80"], ["'127.0.0.0/33'", "not an IPv4 or IPv6 address or prefix"]),
+        (["bind", "web", "tcp", "127.0.0.1", "90-80"], ["'90-80'"]),
+        (["unbind", "web", "udp", "::1", "70000"], ["'70000'"]),
+        (["bindings", "tcp", "10.0.0.0/x"], ["'10.0.0.0/x'"]),
+        (["explain", "tcp", "127.0.0.1", "80", "--from", "127.0.0.1"], ["'127.0.0.1'", "not IP:PORT"]),
     ])
     func badValuesAreOneLine(arguments: [String], named: [String]) throws {
         let (status, errors) = try run(arguments)
