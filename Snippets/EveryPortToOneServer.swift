@@ -1,10 +1,14 @@
 // The guide's headline example: every TCP port of 127.0.0.1 to one server, with the
 // SK_LOOKUP builder. Run as root:
 //   swift build && .build/debug/EveryPortToOneServer
-// (ExampleTests runs it and checks what it prints.)
+// (WalkthroughTests runs it and checks what it prints.)
 import BPF
 import BPFAssembly
 import SKLookup
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 // snippet.show
 let namespace = try NetworkNamespace.makeThrowaway()  // never the machine's own
@@ -29,5 +33,15 @@ for port: UInt16 in [1, 22, 31337, 65535] {
     print("port \(port) → \(try connection.localEndpoint())")
     _ = client
 }
-_ = link
 // snippet.end
+
+// And another address is not taken: the normal lookup refuses 127.0.0.2:22.
+let refused: Bool
+do {
+    _ = try namespace.run { try Socket.connected(.tcp, to: .v4(127, 0, 0, 2), port: 22) }
+    refused = false
+} catch let error as BPFError {
+    refused = error.code == ECONNREFUSED
+}
+print("127.0.0.2:22 → \(refused ? "refused" : "answered")")
+print("link runs program \(try link.info().programID == (try program.info().id) ? "every_port" : "?")")

@@ -43,9 +43,9 @@ long cbpf_sys_bpf(int cmd, void *attr, unsigned int size) { RETURN(syscall(__NR_
 
 static long sys_bpf(int cmd, union bpf_attr *attr) { RETURN(syscall(__NR_bpf, cmd, attr, sizeof(*attr))); }
 
-long cbpf_prog_load(uint32_t prog_type, uint32_t expected_attach_type, const void *insns, uint32_t insn_cnt,
-                    const char *license, const char *name, uint32_t prog_flags, char *log_buf, uint32_t log_size,
-                    uint32_t log_level, const int32_t *fd_array) {
+static long prog_load(uint32_t prog_type, uint32_t expected_attach_type, const void *insns, uint32_t insn_cnt,
+                      const char *license, const char *name, uint32_t prog_flags, char *log_buf, uint32_t log_size,
+                      uint32_t log_level, const int32_t *fd_array, const struct cbpf_prog_btf *btf) {
     union bpf_attr attr;
     memset(&attr, 0, sizeof(attr));
     attr.prog_type = prog_type;
@@ -58,23 +58,6 @@ long cbpf_prog_load(uint32_t prog_type, uint32_t expected_attach_type, const voi
     attr.log_size = log_size;
     attr.log_level = log_level;
     attr.fd_array = ptr(fd_array);
-    if (name) strncpy(attr.prog_name, name, sizeof(attr.prog_name) - 1);
-    return sys_bpf(BPF_PROG_LOAD, &attr);
-}
-
-long cbpf_prog_load_btf(uint32_t prog_type, uint32_t expected_attach_type, const void *insns, uint32_t insn_cnt,
-                        const char *license, const char *name, char *log_buf, uint32_t log_size, uint32_t log_level,
-                        const struct cbpf_prog_btf *btf) {
-    union bpf_attr attr;
-    memset(&attr, 0, sizeof(attr));
-    attr.prog_type = prog_type;
-    attr.expected_attach_type = expected_attach_type;
-    attr.insns = ptr(insns);
-    attr.insn_cnt = insn_cnt;
-    attr.license = ptr(license);
-    attr.log_buf = ptr(log_buf);
-    attr.log_size = log_size;
-    attr.log_level = log_level;
     if (name) strncpy(attr.prog_name, name, sizeof(attr.prog_name) - 1);
     if (btf) {
         attr.kern_version = btf->kern_version;
@@ -89,6 +72,20 @@ long cbpf_prog_load_btf(uint32_t prog_type, uint32_t expected_attach_type, const
         }
     }
     return sys_bpf(BPF_PROG_LOAD, &attr);
+}
+
+long cbpf_prog_load(uint32_t prog_type, uint32_t expected_attach_type, const void *insns, uint32_t insn_cnt,
+                    const char *license, const char *name, uint32_t prog_flags, char *log_buf, uint32_t log_size,
+                    uint32_t log_level, const int32_t *fd_array) {
+    return prog_load(prog_type, expected_attach_type, insns, insn_cnt, license, name, prog_flags, log_buf, log_size,
+                     log_level, fd_array, NULL);
+}
+
+long cbpf_prog_load_btf(uint32_t prog_type, uint32_t expected_attach_type, const void *insns, uint32_t insn_cnt,
+                        const char *license, const char *name, char *log_buf, uint32_t log_size, uint32_t log_level,
+                        const struct cbpf_prog_btf *btf) {
+    return prog_load(prog_type, expected_attach_type, insns, insn_cnt, license, name, 0, log_buf, log_size, log_level,
+                     NULL, btf);
 }
 
 long cbpf_prog_test_run(int prog_fd, const void *ctx_in, uint32_t ctx_size_in, void *ctx_out, uint32_t *ctx_size_out,

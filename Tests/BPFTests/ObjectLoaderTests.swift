@@ -241,7 +241,7 @@ import Testing
                 let object = try ObjectFile.read(path)
                 // libbpf 1.1 does not know `sk_lookup/NAME` as a section name: say the type.
                 #expect(object.programs.allSatisfy { $0.type.programType == ProgramType.skLookup.rawValue })
-                let result = try runTool(bpftool, ["prog", "loadall", path, "\(mount.path)/p", "type", "sk_lookup"])
+                let result = try runProcess(bpftool, ["prog", "loadall", path, "\(mount.path)/p", "type", "sk_lookup"])
                 #expect(result.status == 0, "\(result.output)")
                 for (function, program) in ours.programs {
                     let theirs = try Program.openPinned(at: "\(mount.path)/p/\(function)").info()
@@ -268,17 +268,4 @@ import Testing
     static let tubular = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
         .deletingLastPathComponent().appendingPathComponent("../shared/reference/tubular").standardized
     static let tubularFound = FileManager.default.fileExists(atPath: tubular.appendingPathComponent("inet-kern.c").path)
-
-    func runTool(_ tool: String, _ arguments: [String]) throws -> (status: Int32, output: String) {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: tool)
-        process.arguments = arguments
-        let output = Pipe()
-        process.standardOutput = output
-        process.standardError = output
-        try process.run()
-        let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        return (process.terminationStatus, text)
-    }
 }

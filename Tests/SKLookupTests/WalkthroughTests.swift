@@ -1,41 +1,25 @@
 import BPF
-import BPFAssembly
 import KernelTestSupport
-import SKLookup
 import Testing
 
-/// The README walkthrough, "send every port of 127.0.0.1 to one server", kept true.
+/// The README walkthrough, "send every port of 127.0.0.1 to one server", kept true: its code
+/// is the DocC snippet `Snippets/EveryPortToOneServer.swift`, which swift build compiles and
+/// this test runs.
 @Suite(needsRoot)
 struct WalkthroughTests {
     @Test func everyPortOfOneAddressToOneServer() throws {
         try exclusively {
-            // --- README walkthrough begins ---
-            let namespace = try NetworkNamespace.makeThrowaway()  // never the machine's own
-            let server = try namespace.run { try Socket.bound(.tcp, .loopback4, port: 8000) }
-            let sockets = try SocketMap.create(count: 1)
-            try sockets.set(0, server)
-
-            let mine = Label("mine")
-            let other = Label("other")
-            let program = try SKLookupProgram(defaultAction: .pass) {
-                SKLookup.checkAddress(.r6, .local, in: IPPrefix("127.0.0.1/32")!, scratch: .r7, goto: mine)
-                Statement.ja(to: other)
-                mine
-                SKLookup.assignAndPass(context: .r6, from: sockets.map, key: 0, missing: other, failed: other)
-                other
-            }.load(name: "every_port")
-            let link = try program.attach(to: namespace)  // keep it: releasing the link detaches
-
-            for port: UInt16 in [1, 22, 31337, 65535] {
-                let client = try namespace.run { try Socket.connected(.tcp, to: .loopback4, port: port) }
-                let connection = try server.accept()  // every port lands on the one server
-                print("port \(port) → \(try connection.localEndpoint())")
-                _ = client
+            guard let snippet = builtExecutable("EveryPortToOneServer") else {
+                Issue.record("the snippet EveryPortToOneServer is not built: swift build")
+                return
             }
-            // --- README walkthrough ends ---
-            #expect(try link.info().programID == (try program.info().id))
-            // And another address is not taken.
-            #expect(try namespace.run { isRefused(Endpoint(.v4(127, 0, 0, 2), 22)) })
+            let (status, output) = try runProcess(snippet.path, [])
+            #expect(status == 0, "\(output)")
+            for port in [1, 22, 31337, 65535] {
+                #expect(output.contains("port \(port) → 127.0.0.1:\(port)\n"), "\(output)")
+            }
+            #expect(output.contains("127.0.0.2:22 → refused"), "\(output)")
+            #expect(output.contains("link runs program every_port"), "\(output)")
         }
     }
 }

@@ -174,26 +174,13 @@ import Testing
                 .replacingOccurrences(of: "swift run sksteer", with: "\"$SKSTEER\"")
             defer {
                 // Whatever happened, nothing stays.
-                let cleanup = Process()
-                cleanup.executableURL = URL(fileURLWithPath: "/bin/sh")
-                cleanup.arguments = [
-                    "-c", "umount /tmp/objects 2>/dev/null; ip netns del objects-demo 2>/dev/null; true",
-                ]
-                try? cleanup.run()
-                cleanup.waitUntilExit()
+                _ = try? runProcess(
+                    "/bin/sh", ["-c", "umount /tmp/objects 2>/dev/null; ip netns del objects-demo 2>/dev/null; true"])
             }
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: "/bin/sh")
-            process.arguments = ["-e", "-c", script]
-            process.environment = ProcessInfo.processInfo.environment.merging(["SKSTEER": executable.path]) { $1 }
-            process.currentDirectoryURL = CPrograms.directory.deletingLastPathComponent().deletingLastPathComponent()
-            let output = Pipe()
-            process.standardOutput = output
-            process.standardError = output
-            try process.run()
-            let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-            process.waitUntilExit()
-            #expect(process.terminationStatus == 0, "\(text)")
+            let (status, text) = try runProcess(
+                "/bin/sh", ["-e", "-c", script], environment: ["SKSTEER": executable.path],
+                directory: CPrograms.directory.deletingLastPathComponent().deletingLastPathComponent())
+            #expect(status == 0, "\(text)")
             let listing = "custom_filter every_port link-port_filter port_filter server tcp_only"
             #expect(script.contains("# \(listing)"))
             #expect(text.contains(listing.replacingOccurrences(of: " ", with: "\n")), "\(text)")

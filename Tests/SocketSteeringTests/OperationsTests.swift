@@ -145,16 +145,8 @@ struct OperationsTests {
             names.append(scratch.appendingPathComponent(name).path)
         }
         #expect(names.count == 4)
-        let verify = Process()
-        verify.executableURL = URL(fileURLWithPath: systemdAnalyze!)
-        verify.arguments = ["verify", "--man=no"] + names
-        let output = Pipe()
-        verify.standardOutput = output
-        verify.standardError = output
-        try verify.run()
-        let said = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        verify.waitUntilExit()
-        #expect(verify.terminationStatus == 0, "\(said)")
+        let (status, said) = try runProcess(systemdAnalyze!, ["verify", "--man=no"] + names)
+        #expect(status == 0, "\(said)")
         // What systemd would run: every sksteer command line of the units parses.
         var checked = 0
         for name in names {

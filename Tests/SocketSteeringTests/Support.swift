@@ -86,16 +86,6 @@ func binding(_ label: String, _ proto: String, _ prefix: String, _ ports: String
 /// The sksteer executable built beside the tests.
 func sksteerExecutable() -> URL? { builtExecutable("sksteer") }
 
-/// An executable of this package, built beside the tests (`sksteer`, the examples).
-func builtExecutable(_ name: String) -> URL? {
-    let directory = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
-    for candidate in [directory, directory.deletingLastPathComponent()] {
-        let url = candidate.appendingPathComponent(name)
-        if FileManager.default.isExecutableFile(atPath: url.path) { return url }
-    }
-    return nil
-}
-
 /// Starts a process inside the namespace (a child inherits the namespace of the thread
 /// that starts it). Its standard output is returned as a pipe.
 func spawn(
