@@ -5,7 +5,9 @@
 public struct ObjectError: Error, Hashable, Sendable, CustomStringConvertible {
     /// The kind of problem.
     public struct Kind: RawRepresentable, Hashable, Sendable, CustomStringConvertible {
+        /// The kind in words, e.g. `truncated`.
         public let rawValue: String
+        /// A kind by its words; the static members are the kinds this parser reports.
         public init(rawValue: String) { self.rawValue = rawValue }
 
         /// Not an ELF file, or not a 64-bit BPF one.
@@ -21,6 +23,7 @@ public struct ObjectError: Error, Hashable, Sendable, CustomStringConvertible {
         /// A section name that says no known program type.
         public static let unknownSection = Kind(rawValue: "unknown section")
 
+        /// ``rawValue``.
         public var description: String { rawValue }
     }
 
@@ -35,5 +38,6 @@ public struct ObjectError: Error, Hashable, Sendable, CustomStringConvertible {
         self.message = message
     }
 
+    /// `KIND: MESSAGE`, e.g. `unsupported: extern symbol 'x' …`.
     public var description: String { "\(kind): \(message)" }
 }
