@@ -144,7 +144,8 @@ public final class LoadedObject: Sendable {
                             .malformed,
                             "map \(definition.name) pinned at \(path) is type \(found.0), key \(found.1), value \(found.2),"
                                 + " \(found.3) entries; \(object.name) defines type \(wanted.0), key \(wanted.1),"
-                                + " value \(wanted.2), \(wanted.3) entries")
+                                + " value \(wanted.2), \(wanted.3) entries; remove the pin or load into another directory"
+                        )
                     }
                     logger?.debug("reusing pinned map", metadata: ["path": "\(path)"])
                     maps[definition.name] = pinned
@@ -206,20 +207,12 @@ public final class LoadedObject: Sendable {
                     instructions[index].nextImmediate = Int32(bitPattern: offset)
                 }
             }
-            var functions = ByteWriter()
-            for record in program.functionInfo {
-                functions.append(record.slot)
-                functions.append(record.typeID)
-            }
-            var lines = ByteWriter()
-            for record in program.lineInfo {
-                lines.append(record.slot)
-                lines.append(record.fileNameOffset)
-                lines.append(record.lineOffset)
-                lines.append(record.lineColumn)
-            }
+            // struct bpf_func_info and struct bpf_line_info: u32 fields, host order.
+            let functions = program.functionInfo.flatMap { [$0.slot, $0.typeID] }.flatMap(rawBytes(of:))
+            let lines = program.lineInfo.flatMap { [$0.slot, $0.fileNameOffset, $0.lineOffset, $0.lineColumn] }
+                .flatMap(rawBytes(of:))
             let debugInfo = ProgramDebugInfo(
-                btf: btf, functionInfo: btf == nil ? [] : functions.bytes, lineInfo: btf == nil ? [] : lines.bytes,
+                btf: btf, functionInfo: btf == nil ? [] : functions, lineInfo: btf == nil ? [] : lines,
                 kernelVersion: object.kernelVersion)
             let type = ProgramType(rawValue: program.type.programType)
             do {
@@ -323,12 +316,6 @@ public final class LoadedObject: Sendable {
         value.replaceSubrange(offset..<offset + size, with: bytes)
         try map.update(rawBytes(of: UInt32(0)), value)
     }
-}
-
-/// Host-order bytes of BTF records.
-private struct ByteWriter {
-    var bytes: [UInt8] = []
-    mutating func append(_ value: UInt32) { withUnsafeBytes(of: value) { bytes += $0 } }
 }
 
 extension ObjectFile {

@@ -208,9 +208,10 @@ struct MapParser {
                 throw ObjectError(.truncated, "map \(symbol.name)'s definition lies past the maps section")
             }
             let at = Int(symbol.value)
-            try MapDefinition.checkType(try contents.u32(at, "map type"), of: symbol.name)
+            let type = try contents.u32(at, "map type")
+            try MapDefinition.checkType(type, of: symbol.name)
             return MapDefinition(
-                name: symbol.name, type: try contents.u32(at, "map type"),
+                name: symbol.name, type: type,
                 keySize: try contents.u32(at + 4, "key size"),
                 valueSize: try contents.u32(at + 8, "value size"), maxEntries: try contents.u32(at + 12, "max entries"),
                 flags: try contents.u32(at + 16, "map flags"), pinning: 0, keyTypeID: nil, valueTypeID: nil, inner: nil,

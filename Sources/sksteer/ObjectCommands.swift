@@ -92,6 +92,11 @@ struct ProgLoad: ParsableCommand {
             for size in mapSizes { sizes[size.name] = (size.key, size.value) }
             let loaded = try LoadedObject.load(
                 parsed, options: LoadedObject.Options(mapSizes: sizes, pinDirectory: existed ? directory : nil))
+            if parsed.btf != nil && loaded.btf == nil {
+                warn(
+                    "the kernel refused \(parsed.name)'s BTF: loaded without line info (verifier errors name no C line)"
+                )
+            }
             var links: [(String, Link)] = []
             if let namespace {
                 for name in attach { links.append((name, try Link.attach(loaded.programs[name]!, to: namespace))) }

@@ -11,16 +11,10 @@ import Testing
 /// `sksteer prog load` and `sksteer prog show` on objects compiled from C, run as their own
 /// processes inside throwaway namespaces.
 @Suite(needsRoot, CPrograms.available) struct ObjectCommandTests {
-    func run(
-        _ arguments: [String], in namespace: NetworkNamespace
-    ) throws -> (status: Int32, output: String, errors: String) {
-        guard let executable = sksteerExecutable() else { throw SteeringError.notLoaded("sksteer is not built") }
-        let errors = Pipe()
-        let (process, output) = try spawn(in: namespace, executable, arguments, errors: errors)
-        let out = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        let err = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        return (process.terminationStatus, out, err)
+    func run(_ arguments: [String], in namespace: NetworkNamespace) throws -> (
+        status: Int32, output: String, errors: String
+    ) {
+        try runSksteer(arguments, in: namespace)
     }
 
     func attached(_ namespace: NetworkNamespace) throws -> [UInt32] {

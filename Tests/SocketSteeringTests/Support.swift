@@ -119,15 +119,22 @@ extension Fixture {
     func runSksteer(_ arguments: [String], environment: [String: String] = [:]) throws -> (
         status: Int32, output: String, errors: String
     ) {
-        guard let executable = sksteerExecutable() else { throw SteeringError.notLoaded("sksteer is not built") }
-        let errors = Pipe()
-        let (process, output) = try spawn(
-            in: namespace, executable, arguments + ["--bpffs", bpffs.path], errors: errors, environment: environment)
-        let out = output.fileHandleForReading.readDataToEndOfFile()
-        let err = errors.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return (process.terminationStatus, String(decoding: out, as: UTF8.self), String(decoding: err, as: UTF8.self))
+        try SocketSteeringTests.runSksteer(
+            arguments + ["--bpffs", bpffs.path], in: namespace, environment: environment)
     }
+}
+
+/// Runs sksteer to completion inside `namespace`: exit status, standard output and standard error.
+func runSksteer(
+    _ arguments: [String], in namespace: NetworkNamespace, environment: [String: String] = [:]
+) throws -> (status: Int32, output: String, errors: String) {
+    guard let executable = sksteerExecutable() else { throw SteeringError.notLoaded("sksteer is not built") }
+    let errors = Pipe()
+    let (process, output) = try spawn(in: namespace, executable, arguments, errors: errors, environment: environment)
+    let out = output.fileHandleForReading.readDataToEndOfFile()
+    let err = errors.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    return (process.terminationStatus, String(decoding: out, as: UTF8.self), String(decoding: err, as: UTF8.self))
 }
 
 /// What `pipe` has delivered by the time `done` holds or `seconds` pass: reads only what
