@@ -16,6 +16,9 @@ struct DataPlaneMaps: Sendable {
     var destinationMetrics: Map
     /// `PERCPU_ARRAY` [1] → ``Layout/GlobalCounter``.
     var globalMetrics: Map
+    /// `PERCPU_HASH` ``Layout/BindingCounterKey`` → ``Layout/BindingCounter``, when
+    /// per-binding counters are on; without it the program has no code for them.
+    var bindingMetrics: Map? = nil
 }
 
 /// Generates the dispatcher's SK_LOOKUP program with the DSL (no C). The steps are those of
@@ -37,6 +40,8 @@ enum DataPlane {
     static let hashSlot: Int16 = -68  // u32
     static let countingSlot: Int16 = -72  // u32: the ingress ifindex; 0 in test runs, which are not counted
     static let entryFlagsSlot: Int16 = -76  // u32: the matched entry's flags
+    static let bindingKey: Int16 = -104  // Layout.BindingCounterKey, 28 bytes: [-104, -76)
+    static let zeroValue: Int16 = -120  // Layout.BindingCounter of zeros, 16 bytes: [-120, -104)
 
     static let afInet6: Int32 = 10
     static let afInet: Int32 = 2
@@ -99,12 +104,14 @@ enum DataPlane {
             Instruction.ldx(.w, .r7, .r0, Int16(Layout.EntryValueLayout.destination.offset))
             Instruction.ldx(.b, .r3, .r0, Int16(Layout.EntryValueLayout.flags.offset))
             Instruction.stx(.w, .r10, .r3, entryFlagsSlot)
+            if maps.bindingMetrics != nil { bindingKeyFromEntry(ipv6: false) }
             SKLookup.getRemoteIPv4(ctx, into: .r3)
             Statement.ja(to: select)
             found6
             Instruction.ldx(.w, .r7, .r0, Int16(Layout.EntryValueLayout.destination.offset))
             Instruction.ldx(.b, .r3, .r0, Int16(Layout.EntryValueLayout.flags.offset))
             Instruction.stx(.w, .r10, .r3, entryFlagsSlot)
+            if maps.bindingMetrics != nil { bindingKeyFromEntry(ipv6: true) }
             SKLookup.getRemoteIPv6(ctx, word: 0, into: .r3)
             for word in 1..<4 {
                 SKLookup.getRemoteIPv6(ctx, word: word, into: .r4)
@@ -125,6 +132,11 @@ enum DataPlane {
                 Statement.jump(.jeq, .r8, 0, to: Label("uncounted_found"))
                 increment(.r8, Layout.DestinationCounter.lookups)
             }
+            // The binding's counters (r9, or 0 when not counting).
+            if let bindingMetrics = maps.bindingMetrics {
+                Instruction.mov(.r9, 0)
+                counting("binding") { countBinding(bindingMetrics) }
+            }
             // The slot the hash picks, then the ones after it: a closed socket's slots are
             // empty until the next registration spreads the live sockets again.
             for attempt in 0..<Int32(Layout.socketsPerDestination) {
@@ -144,6 +156,11 @@ enum DataPlane {
             // A binding matched but no socket is there: refuse, so the traffic does not reach
             // some other socket bound to the address (unless the binding says to pass it on).
             miss
+            if maps.bindingMetrics != nil {
+                Statement.jump(.jeq, .r9, 0, to: Label("binding_uncounted_miss"))
+                increment(.r9, offset: Layout.BindingCounter.misses.offset)
+                Label("binding_uncounted_miss")
+            }
             Statement.jump(.jeq, .r8, 0, to: Label("uncounted_miss"))
             increment(.r8, Layout.DestinationCounter.misses)
             Label("uncounted_miss")
@@ -311,11 +328,115 @@ enum DataPlane {
 
     /// `counter += 1` in the per-CPU counters at `register`.
     static func increment(_ register: Register, _ counter: Layout.DestinationCounter) -> [Statement] {
+        increment(register, offset: counter.offset)
+    }
+
+    /// `*(u64 *)(register + offset) += 1`.
+    static func increment(_ register: Register, offset: Int16) -> [Statement] {
         [
-            .instruction(.ldx(.dw, .r1, register, counter.offset)),
+            .instruction(.ldx(.dw, .r1, register, offset)),
             .instruction(.add(.r1, 1)),
-            .instruction(.stx(.dw, register, .r1, counter.offset)),
+            .instruction(.stx(.dw, register, .r1, offset)),
         ]
+    }
+
+    /// With r0 the matched entry: writes the winner's prefix (the local address masked to the
+    /// winner's length, in the 128-bit space), ports and length into the binding key. The
+    /// label and protocol come from the destination, at counting time.
+    static func bindingKeyFromEntry(ipv6: Bool) -> [Statement] {
+        typealias K = Layout.BindingCounterKey
+        typealias V = Layout.EntryValueLayout
+        let name = ipv6 ? "bk6" : "bk4"
+        let maskLow = Label("\(name)_mask_low")
+        let zeroHigh = Label("\(name)_zero_high")
+        let zeroLow = Label("\(name)_zero_low")
+        let store = Label("\(name)_store")
+        func at(_ field: Field) -> Int16 { bindingKey + Int16(field.offset) }
+        var body: [Statement] = [
+            .instruction(.ldx(.b, .r4, .r0, Int16(V.mappedLength.offset))),
+            .instruction(.stx(.b, .r10, .r4, at(K.mappedLength))),
+            .instruction(.ldx(.h, .r1, .r0, Int16(V.firstPort.offset))),
+            .instruction(.stx(.h, .r10, .r1, at(K.firstPort))),
+            .instruction(.ldx(.h, .r1, .r0, Int16(V.portCount.offset))),
+            .instruction(.stx(.h, .r10, .r1, at(K.portCount))),
+        ]
+        // The local address as two numbers: r1 the first 64 bits, r2 the last.
+        if ipv6 {
+            for (word, (register, shifted)) in [(Register.r1, true), (.r3, false), (.r2, true), (.r3, false)]
+                .enumerated()
+            {
+                body += SKLookup.getLocalIPv6(.r6, word: word, into: register)
+                body.append(.instruction(.be(register, 32)))
+                if shifted { body.append(.instruction(.lsh(register, 32))) }
+                if !shifted { body.append(.instruction(.or(word == 1 ? .r1 : .r2, .r3))) }
+            }
+        } else {
+            body.append(.instruction(.mov(.r1, 0)))
+            body += SKLookup.getLocalIPv4(.r6, into: .r2)
+            body += [
+                .instruction(.be(.r2, 32)), .instruction(.mov(.r3, 0xffff)), .instruction(.lsh(.r3, 32)),
+                .instruction(.or(.r2, .r3)),
+            ]
+        }
+        // Masked to the winner's length r4 (0...128): a shift by 64 or more is no shift in
+        // BPF, so the edges are branches.
+        body += [
+            .jump(.jge, .r4, 64, to: maskLow),
+            .instruction(.mov(.r2, 0)),
+            .jump(.jeq, .r4, 0, to: zeroHigh),
+            .instruction(.mov(.r5, -1)), .instruction(.mov(.r3, 64)), .instruction(.sub(.r3, .r4)),
+            .instruction(.lsh(.r5, .r3)), .instruction(.and(.r1, .r5)), .ja(to: store),
+            .label(zeroHigh), .instruction(.mov(.r1, 0)), .ja(to: store),
+            .label(maskLow),
+            .jump(.jge, .r4, 128, to: store),
+            .jump(.jeq, .r4, 64, to: zeroLow),
+            .instruction(.mov(.r5, -1)), .instruction(.mov(.r3, 128)), .instruction(.sub(.r3, .r4)),
+            .instruction(.lsh(.r5, .r3)), .instruction(.and(.r2, .r5)), .ja(to: store),
+            .label(zeroLow), .instruction(.mov(.r2, 0)),
+            .label(store),
+            .instruction(.stx(.dw, .r10, .r1, at(K.high))),
+            .instruction(.stx(.dw, .r10, .r2, at(K.low))),
+        ]
+        return body
+    }
+
+    /// With r7 the destination and the key's prefix written: finds the binding's counters
+    /// (adding them at the first connection, or taking the overflow key's when the map is
+    /// full), leaves them in r9 and counts the lookup.
+    static func countBinding(_ map: Map) -> [Statement] {
+        typealias K = Layout.BindingCounterKey
+        func at(_ field: Field) -> Int16 { bindingKey + Int16(field.offset) }
+        let found = Label("binding_found")
+        let skip = Label("uncounted_binding")
+        var body: [Statement] = [
+            .instruction(.mov32(.r1, .r7)), .instruction(.rsh32(.r1, 2)),
+            .instruction(.stx(.w, .r10, .r1, at(K.label))),
+            .instruction(.mov32(.r1, .r7)), .instruction(.rsh32(.r1, 1)), .instruction(.and32(.r1, 1)),
+            .instruction(.stx(.b, .r10, .r1, at(K.transport))),
+            .instruction(.st(.h, .r10, bindingKey + Int16(K.transport.end), 0)),
+        ]
+        body += lookup(map, keyAt: bindingKey)
+        body.append(.jump(.jne, .r0, 0, to: found))
+        body += [
+            .instruction(.st(.dw, .r10, zeroValue, 0)), .instruction(.st(.dw, .r10, zeroValue + 8, 0)),
+            .loadMap(.r1, map), .instruction(.mov(.r2, .r10)), .instruction(.add(.r2, Int32(bindingKey))),
+            .instruction(.mov(.r3, .r10)), .instruction(.add(.r3, Int32(zeroValue))),
+            .instruction(.mov(.r4, 1)),  // BPF_NOEXIST: a connection on another CPU may have added it
+            .instruction(.call(.mapUpdateElem)),
+        ]
+        body += lookup(map, keyAt: bindingKey)
+        body.append(.jump(.jne, .r0, 0, to: found))
+        // The map is full: count under the overflow key.
+        body += [
+            .instruction(.st(.dw, .r10, bindingKey, -1)), .instruction(.st(.dw, .r10, bindingKey + 8, -1)),
+            .instruction(.st(.dw, .r10, bindingKey + 16, -1)), .instruction(.st(.w, .r10, bindingKey + 24, -1)),
+        ]
+        body += lookup(map, keyAt: bindingKey)
+        body.append(.jump(.jeq, .r0, 0, to: skip))
+        body.append(.label(found))
+        body.append(.instruction(.mov(.r9, .r0)))
+        body += increment(.r9, offset: Layout.BindingCounter.lookups.offset)
+        return body
     }
 
     /// Wraps statements so they run only for real traffic (ingress interface ≠ 0), not in

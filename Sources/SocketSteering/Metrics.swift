@@ -39,6 +39,27 @@ extension DispatcherStatus {
         family(
             "sksteer_destination_has_socket", "gauge", "1 if the destination has a live socket, else 0.",
             destinations.map { (destinationLabels($0), $0.sockets.isEmpty ? 0 : 1) })
+        if let perBinding = bindingMetrics {
+            func bindingLabels(_ b: Binding) -> String {
+                labels([
+                    ("label", b.label), ("protocol", b.transport.rawValue), ("prefix", "\(b.prefix)"),
+                    ("ports", "\(b.ports)"),
+                ])
+            }
+            family(
+                "sksteer_binding_lookups_total", "counter", "Connections the binding won (per-binding counters).",
+                perBinding.counters.map { (bindingLabels($0.binding), $0.lookups) })
+            family(
+                "sksteer_binding_misses_total", "counter", "Connections the binding won that found no socket.",
+                perBinding.counters.map { (bindingLabels($0.binding), $0.misses) })
+            family(
+                "sksteer_binding_overflow_lookups_total", "counter",
+                "Connections not counted per binding: the per-binding limit was reached.",
+                [("", perBinding.overflowLookups)])
+            family(
+                "sksteer_binding_counters_limit", "gauge", "The most bindings counted one by one.",
+                [("", UInt64(perBinding.limit))])
+        }
         family(
             "sksteer_no_match_total", "counter", "Connections that matched no binding (normal lookup).", [("", noMatch)]
         )

@@ -1,6 +1,10 @@
 import BPF
 import BPFAssembly
 
+#if canImport(Glibc)
+    import Glibc
+#endif
+
 /// One rule-set copy: its binding table, its port flags and the tables of every lane. Two
 /// copies exist; the attached program reads exactly one of them (the active copy), and a
 /// change is written to the other, switched to with one `BPF_LINK_UPDATE`, then written to
@@ -97,6 +101,13 @@ struct StateMaps: Sendable {
     var labels: Map
     /// `ARRAY` [1] → ``Meta``.
     var meta: Map
+    /// `PERCPU_HASH` ``Layout/BindingCounterKey`` → ``Layout/BindingCounter``, pinned as
+    /// ``bindingMetricsName`` while per-binding counters are on; programs loaded while it is
+    /// pinned count into it.
+    var bindingMetrics: Map? = nil
+
+    /// The pin name of ``bindingMetrics``.
+    static let bindingMetricsName = "binding_metrics"
 
     /// Pin names of the shared maps.
     enum Name: String, CaseIterable {
@@ -120,7 +131,7 @@ struct StateMaps: Sendable {
         DataPlaneMaps(
             ports: copies[copy].ports, hostFilter: copies[copy].hostFilter, tables: copies[copy].tables,
             sockets: sockets,
-            destinationMetrics: destinationMetrics, globalMetrics: globalMetrics)
+            destinationMetrics: destinationMetrics, globalMetrics: globalMetrics, bindingMetrics: bindingMetrics)
     }
 
     /// Creates every map, both copies empty.
@@ -160,7 +171,16 @@ struct StateMaps: Sendable {
                 try CopyMaps.open(index: 1, directory: directory, readOnly: readOnly),
             ],
             sockets: try pinned(.sockets), destinationMetrics: try pinned(.destinationMetrics),
-            globalMetrics: try pinned(.globalMetrics), labels: try pinned(.labels), meta: try pinned(.meta))
+            globalMetrics: try pinned(.globalMetrics), labels: try pinned(.labels), meta: try pinned(.meta),
+            bindingMetrics: try openBindingMetrics(directory: directory, readOnly: readOnly))
+    }
+
+    /// The pinned per-binding counters, or nil when they are off.
+    static func openBindingMetrics(directory: String, readOnly: Bool) throws(BPFError) -> Map? {
+        let path = "\(directory)/\(bindingMetricsName)"
+        var info = stat()
+        guard lstat(path, &info) == 0 else { return nil }
+        return try Map.openPinned(at: path, readOnly: readOnly)
     }
 
     func readMeta() throws(BPFError) -> Meta {

@@ -77,7 +77,11 @@ extension Dispatcher {
             census: Array(Set(census.keys).union(oldCensus.keys)).map { ($0, census[$0] ?? 0) },
             count: UInt32(desired.count), labels: labels)
         let encoded = timed("encode the change") { encode(write) }
-        try commit { copy in try self.write(encoded, to: copy) }
+        // Label ids of removed bindings, for their counters (before the labels are collected).
+        var labelIDs: [String: UInt32] = [:]
+        if maps.bindingMetrics != nil { for (id, name) in try labelNames() { labelIDs[name] = id } }
+        let deleteCounters = { try self.deleteBindingCounters(plan, labelIDs: labelIDs) }
+        try commit(cleanup: deleteCounters) { copy in try self.write(encoded, to: copy) }
         try timed("collect the labels") { try collectLabels(inUse: inUse) }
     }
 
@@ -102,8 +106,10 @@ extension Dispatcher {
         return (groups, oldPages)
     }
 
-    /// The commit protocol around a change written by `body` to one copy at a time.
-    func commit(_ body: (Int) throws -> Void) throws {
+    /// The commit protocol around a change written by `body` to one copy at a time;
+    /// `cleanup` runs after both copies are written, while the change is still pending (so
+    /// that the repair finishes it if it is interrupted).
+    func commit(cleanup: () throws -> Void = {}, _ body: (Int) throws -> Void) throws {
         let active = try activeCopy()
         let idle = 1 - active
         try setPending(idle)
@@ -111,6 +117,7 @@ extension Dispatcher {
         try timed("switch") { try switchProgram(to: idle) }
         try setPending(active)
         try timed("write the other copy") { try body(active) }
+        try cleanup()
         try setPending(nil)
     }
 
@@ -173,7 +180,10 @@ extension Dispatcher {
         for label in Set(added.map(\.label)) where labels[label] == nil {
             labels[label] = try labelID(label, create: true)!
         }
-        try commit { copy in try self.write(changing: plan, labels: labels, count: UInt32(count), to: copy) }
+        let deleteCounters = { try self.deleteBindingCounters(plan, labelIDs: labels) }
+        try commit(cleanup: deleteCounters) { copy in
+            try self.write(changing: plan, labels: labels, count: UInt32(count), to: copy)
+        }
         return plan
     }
 
@@ -565,6 +575,7 @@ extension Dispatcher {
             let idle = 1 - active
             logger.warning("repairing an interrupted change", metadata: ["copy": "\(idle)"])
             try rebuild(copy: idle, from: active)
+            try sweepBindingCounters(keeping: ruleSet(copy: active), labels: labelNames())
             meta = try maps.readMeta()
             meta.pending = 0
             try maps.writeMeta(meta)

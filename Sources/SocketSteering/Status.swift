@@ -52,6 +52,8 @@ public struct DispatcherStatus: Sendable, Codable, Equatable {
     public var destinations: [DestinationStatus]
     /// Connections that matched no binding (the kernel's normal lookup took them).
     public var noMatch: UInt64
+    /// Per-binding counters, when they are on (``Dispatcher/enableBindingMetrics(limit:)``).
+    public var bindingMetrics: BindingMetricsStatus? = nil
 }
 
 extension Dispatcher {
@@ -95,7 +97,8 @@ extension Dispatcher {
         return DispatcherStatus(
             namespace: namespace.path, directory: directory, schema: meta.schema, activeCopy: active,
             maxBindings: meta.capacity, programID: link?.programID, linkID: link?.id, bindings: bindings,
-            destinations: destinations, noMatch: noMatch)
+            destinations: destinations, noMatch: noMatch,
+            bindingMetrics: try bindingMetricsStatus(active: active, labels: names))
     }
 
     /// A destination's counters summed over CPUs, in ``Layout/DestinationCounter`` order.

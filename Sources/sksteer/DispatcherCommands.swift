@@ -556,6 +556,63 @@ struct Status: ParsableCommand {
                     ]
                 })
             print("\nNo binding matched: \(status.noMatch)")
+            if let perBinding = status.bindingMetrics {
+                var counters = perBinding.counters
+                if let label { counters = counters.filter { $0.binding.label == label } }
+                print(
+                    "\nPer-binding counters (limit \(perBinding.limit)"
+                        + (perBinding.counting
+                            ? "" : "; the attached program does not count yet: run sksteer binding-metrics on again")
+                        + "):")
+                printTable(
+                    ["PROTOCOL", "PREFIX", "PORTS", "LABEL", "LOOKUPS", "MISSES"],
+                    counters.map {
+                        [
+                            $0.binding.transport.rawValue, $0.binding.prefix.description, $0.binding.ports.description,
+                            $0.binding.label, "\($0.lookups)", "\($0.misses)",
+                        ]
+                    })
+                if perBinding.overflowLookups > 0 {
+                    print(
+                        "Past the limit, not counted per binding: \(perBinding.overflowLookups) lookups,"
+                            + " \(perBinding.overflowMisses) misses")
+                }
+            }
+        }
+    }
+}
+
+struct BindingMetricsCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "binding-metrics",
+        abstract: "Turn per-binding counters on or off (off by default).",
+        discussion: """
+            While on, the program also counts each connection under the binding that won it; \
+            status and metrics show the bindings that have had traffic \
+            (sksteer_binding_lookups_total and sksteer_binding_misses_total, two series per \
+            counted binding). A binding takes a counter at its first connection; past --limit \
+            of them, connections are counted in sksteer_binding_overflow_lookups_total instead. \
+            Turning them off removes the counts.
+            """)
+    enum Setting: String, ExpressibleByArgument, CaseIterable {
+        case on, off
+    }
+    @OptionGroup var state: StateOptions
+    @Argument(help: "on or off.") var setting: Setting
+    @Option(help: "With on: the most bindings counted one by one (1-\(Layout.maxBindingCounters)).")
+    var limit = Layout.defaultBindingCounters
+
+    func run() throws {
+        try reporting {
+            let dispatcher = try state.open()
+            switch setting {
+            case .on:
+                try dispatcher.enableBindingMetrics(limit: limit)
+                try state.report("per-binding counters on (limit \(limit))", ["limit": "\(limit)"])
+            case .off:
+                try dispatcher.disableBindingMetrics()
+                try state.report("per-binding counters off")
+            }
         }
     }
 }

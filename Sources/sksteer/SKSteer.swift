@@ -41,7 +41,8 @@ struct SKSteer: AsyncParsableCommand {
         subcommands: [
             DemoCommand.self, Load.self, Unload.self, Upgrade.self, Version.self, Bind.self, Unbind.self,
             Bindings.self, Plan.self, Apply.self, Register.self, RegisterPID.self, Unregister.self, Status.self,
-            Explain.self, Metrics.self, BenchCommand.self, Doctor.self, Prog.self, LinkCommand.self, Disasm.self,
+            Explain.self, Metrics.self, BindingMetricsCommand.self, BenchCommand.self, Doctor.self, Prog.self,
+            LinkCommand.self, Disasm.self,
             Asm.self,
         ]
     )
