@@ -167,6 +167,31 @@ public enum Bench {
         public var instructions: [String: Int]
         /// Whatever could not be measured, and why.
         public var problems: [String]
+        /// The cost of per-binding counters, on request (`sksteer binding-metrics on`).
+        public var bindingCounters: [CounterCostRow] = []
+    }
+
+    /// One lookup kind measured three ways side by side: sksteer without per-binding
+    /// counters, with them, and tubular.
+    public struct CounterCostRow: Codable, Sendable {
+        /// The workload's name.
+        public var workload: String
+        /// The lookup kind.
+        public var kind: String
+        /// `hot` (one connection repeated) or `cold` (each context once; medians).
+        public var mode: String
+        /// Runs per program.
+        public var runs: Int
+        /// sksteer without per-binding counters, ns per run.
+        public var plainNanoseconds: Double
+        /// sksteer with them, ns per run (cold: the first connection of a binding adds its counter).
+        public var countingNanoseconds: Double
+        /// tubular, ns per run.
+        public var tubularNanoseconds: Double
+        /// counting ÷ plain.
+        public var costRatio: Double
+        /// counting ÷ tubular.
+        public var tubularRatio: Double
     }
 
     /// A destination: one label's socket of one family and protocol.
@@ -338,6 +363,12 @@ public enum Bench {
                 results.instructions["tubular"] = try setup.tubular.program.info().instructionCount
             }
             try measureDataPlane(setup, options, into: &results, say: say)
+            do {
+                try measureBindingCounters(setup, options, into: &results, say: say)
+            } catch {
+                results.problems.append("\(workload.name): per-binding counters failed: \(error)")
+                say("    per-binding counters failed: \(error)")
+            }
             if options.traffic {
                 do {
                     try measureTraffic(setup, options, into: &results, say: say)
@@ -429,6 +460,52 @@ public enum Bench {
                     "    \(kind) \(row.mode): sksteer \(fmt(row.sksteerNanoseconds)) ns, tubular \(fmt(row.tubularNanoseconds)) ns,"
                         + " ratio \(fmt(row.ratio, 2))"
                         + (row.disagreements > 0 ? " — \(row.disagreements) DISAGREEMENTS" : ""))
+            }
+        }
+    }
+
+    /// The same lookups through sksteer without and with per-binding counters, and tubular,
+    /// in rotating order. The counters are turned on for this and off again after it.
+    static func measureBindingCounters(
+        _ setup: Setup, _ options: Options, into results: inout Results, say: (String) -> Void
+    ) throws {
+        try setup.dispatcher.enableBindingMetrics()
+        defer { try? setup.dispatcher.disableBindingMetrics() }
+        let counting = try setup.dispatcher.measurementProgram()
+        if results.instructions["sksteer measurement copy with per-binding counters"] == nil {
+            results.instructions["sksteer measurement copy with per-binding counters"] =
+                try counting.info().instructionCount
+        }
+        let programs = [setup.ours, counting, setup.tubular.program]
+        for (kind, probes) in setup.workload.probes {
+            func measure(_ connections: [Connection], repeat count: UInt32, rounds: Int) throws -> [[Double]] {
+                var times: [[Double]] = [[], [], []]
+                for round in 0..<rounds {
+                    for (index, connection) in connections.enumerated() {
+                        for step in 0..<3 {
+                            let which = (round + index + step) % 3
+                            let result = try programs[which].testRun(connection, repeat: count)
+                            times[which].append(Double(result.nanosecondsPerRun))
+                        }
+                    }
+                }
+                return times
+            }
+            let connections = probes.map { Connection($0.transport, to: $0.endpoint) }
+            let hot = try measure([connections[0]], repeat: options.repeatCount, rounds: options.rounds)
+            let cold = try measure(connections, repeat: 1, rounds: 1)
+            for (mode, times, runs) in [
+                ("hot", hot, options.rounds * Int(options.repeatCount)), ("cold", cold, connections.count),
+            ] {
+                let (plain, with, theirs) = (median(times[0]), median(times[1]), median(times[2]))
+                let row = CounterCostRow(
+                    workload: setup.workload.name, kind: kind, mode: mode, runs: runs, plainNanoseconds: plain,
+                    countingNanoseconds: with, tubularNanoseconds: theirs, costRatio: ratio(with, plain),
+                    tubularRatio: ratio(with, theirs))
+                results.bindingCounters.append(row)
+                say(
+                    "    \(kind) \(mode) with per-binding counters: \(fmt(with)) ns (without \(fmt(plain)),"
+                        + " tubular \(fmt(theirs)))")
             }
         }
     }

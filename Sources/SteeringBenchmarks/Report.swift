@@ -1,4 +1,5 @@
 import Foundation
+import SocketSteering
 
 extension Bench {
     /// How a set of ratios (sksteer ÷ tubular) came out, in words computed from them.
@@ -116,6 +117,28 @@ extension Bench {
             for row in results.controlPlane {
                 out += "| \(row.workload) | \(row.operation) | \(row.present) | \(fmt(row.sksteerSeconds * 1000, 3)) |"
                 out += " \(row.tubularMethod) | \(fmt(row.tubularSeconds * 1000, 3)) | \(fmt(row.ratio, 1)) |\n"
+            }
+        }
+        if !results.bindingCounters.isEmpty {
+            let rows = results.bindingCounters
+            out += "\n## Per-binding counters (on request)\n\n"
+            out += "With `sksteer binding-metrics on` the program also counts each lookup under its binding."
+            out += " The same lookups through sksteer without them, with them (the default limit,"
+            out += " \(Layout.defaultBindingCounters); cold runs"
+            out += " include each binding's first connection, which adds its counter) and tubular, in rotating order. "
+            let costs = rows.map(\.costRatio).filter(\.isFinite)
+            if let low = costs.min(), let high = costs.max() {
+                out += "With counters ÷ without ranged from \(fmt(low, 2))× to \(fmt(high, 2))×. "
+            }
+            out += verdict(rows.map { ("\($0.workload)/\($0.kind)/\($0.mode)", $0.tubularRatio) }, noun: "cells")
+            out += " (sksteer with per-binding counters against tubular, which has none)\n\n"
+            out +=
+                "| workload | kind | mode | runs | without ns | with ns | tubular ns | with ÷ without | with ÷ tubular |\n"
+            out += "|---|---|---|---:|---:|---:|---:|---:|---:|\n"
+            for row in rows {
+                out += "| \(row.workload) | \(row.kind) | \(row.mode) | \(row.runs) | \(fmt(row.plainNanoseconds)) |"
+                out += " \(fmt(row.countingNanoseconds)) | \(fmt(row.tubularNanoseconds)) | \(fmt(row.costRatio, 2)) |"
+                out += " \(fmt(row.tubularRatio, 2)) |\n"
             }
         }
         out += targets(results)
