@@ -61,7 +61,11 @@ let package = Package(
             ]
         ),
         // `sksteer bench`: data plane against a clang-built reference, connections, control plane.
-        .target(name: "SteeringBenchmarks", dependencies: ["SocketSteering", "SKLookup", "BPF", "BPFAssembly"]),
+        .target(
+            name: "SteeringBenchmarks",
+            dependencies: [
+                "SocketSteering", "SKLookup", "BPF", "BPFAssembly", .product(name: "Logging", package: "swift-log"),
+            ]),
         .executableTarget(
             name: "sksteer",
             dependencies: [

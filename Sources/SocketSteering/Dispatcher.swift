@@ -479,7 +479,13 @@ public final class Dispatcher {
         return Self.plan(from: current, to: wanted)
     }
 
-    static func plan(from current: RuleSet, to wanted: RuleSet) -> Plan {
+    /// `given`: the bindings `wanted` was built from, if known. Into an empty rule set, when
+    /// they hold no duplicates, they are the plan's additions as they are (no pass over the
+    /// groups while the new rules compile on another thread).
+    static func plan(from current: RuleSet, to wanted: RuleSet, given: [Binding]? = nil) -> Plan {
+        if current.groups.isEmpty, let given, given.count == wanted.count {
+            return Plan(added: given.sortedByPrecedence(), removed: [], unchanged: 0)
+        }
         var added: [Binding] = []
         var removed: [Binding] = []
         for binding in wanted.bindings where current.stored(binding) != binding { added.append(binding) }
@@ -505,12 +511,16 @@ public final class Dispatcher {
         try timed("check the labels") { for label in Set(desired.map(\.label)) { try Binding.checkLabel(label) } }
         let wanted = try timed("build the rule set") { try RuleSet(desired) }
         let current = try timed("read the rule set") { try ruleSet(copy: activeCopy()) }
-        let plan = timed("plan") { Self.plan(from: current, to: wanted) }
+        // A change that is surely too large for the incremental path starts compiling the new
+        // rules on a second thread while it plans.
+        let compiling =
+            abs(wanted.count - current.count) > limit ? Background { Compiled(wanted) } : nil
+        let plan = timed("plan") { Self.plan(from: current, to: wanted, given: desired) }
         if plan.isEmpty { return plan }
         if plan.added.count + plan.removed.count <= limit {
             try change(adding: plan.added, removing: plan.removed)
         } else {
-            try commit(from: current, to: wanted, plan: plan)
+            try commit(from: current, to: wanted, plan: plan, compiling: compiling)
         }
         logger.info("applied", metadata: ["added": "\(plan.added.count)", "removed": "\(plan.removed.count)"])
         return plan

@@ -58,24 +58,47 @@ extension Dispatcher {
             "the program attached by \(directory)/link reads neither rule-set copy; run sksteer load to repair")
     }
 
-    /// Commits a whole new rule set: both compiled in memory, only the differing entries written.
-    func commit(from current: RuleSet, to desired: RuleSet, plan: Plan) throws {
+    /// A rule set compiled to the tables, port words and host filter words of a copy.
+    struct Compiled: Sendable {
+        var tables: RuleTables
+        var ports: PortWords
+        var filter: PortWords
+        init(_ rules: RuleSet) {
+            tables = rules.tables()
+            ports = Dispatcher.portWords(tables)
+            filter = Dispatcher.filterWords(tables)
+        }
+    }
+
+    /// Commits a whole new rule set: both compiled in memory, only the differing entries
+    /// written. The new rules are compiled on a second thread (`compiling`, if the caller
+    /// started it already) while the old ones, the labels, the groups and the census are
+    /// worked out here.
+    func commit(
+        from current: RuleSet, to desired: RuleSet, plan: Plan, compiling: Background<Compiled>? = nil
+    ) throws {
         if plan.isEmpty { return }
-        let old = timed("compile the current rules") { current.tables() }
-        let new = timed("compile the new rules") { desired.tables() }
+        let compiling = compiling ?? Background { Compiled(desired) }
+        let old = timed("compile the current rules") { Compiled(current) }
         // The labels in use, gathered once (a pass over every group).
         let inUse = timed("gather the labels") { desired.labels }
-        try timed("check the limits") { try checkLimits(desired, new, labels: inUse) }
-        let labels = try timed("assign the labels") { try assignLabels(for: desired, labels: inUse) }
-        let (groups, oldPages) = timed("gather the changed groups") { Self.changedGroups(current, desired, plan) }
+        // Into an empty rule set every group is new: written whole, without a copy.
+        let (groups, oldPages) =
+            current.groups.isEmpty
+            ? ([:], [:]) : timed("gather the changed groups") { Self.changedGroups(current, desired, plan) }
         let census = timed("count the census") { Census.counts(desired) }
         let oldCensus = Census.counts(current)
-        let write = CopyWrite(
-            entries: new.changes(from: old), ports: Self.portWords(new).changes(from: Self.portWords(old)),
-            filter: Self.filterWords(new).changes(from: Self.filterWords(old)),
-            groups: groups, oldPages: oldPages,
-            census: Array(Set(census.keys).union(oldCensus.keys)).map { ($0, census[$0] ?? 0) },
-            count: UInt32(desired.count), labels: labels)
+        let new = timed("wait for the new rules' compilation") { compiling.value }
+        try timed("check the limits") { try checkLimits(desired, new.tables, labels: inUse) }
+        let labels = try timed("assign the labels") { try assignLabels(for: desired, labels: inUse) }
+        let write = timed("diff the tables") {
+            CopyWrite(
+                entries: new.tables.changes(from: old.tables), ports: new.ports.changes(from: old.ports),
+                filter: new.filter.changes(from: old.filter), groups: groups,
+                wholeGroups: current.groups.isEmpty ? desired.groups : [:], oldPages: oldPages,
+                census: Array(Set(census.keys).union(oldCensus.keys)).map { ($0, census[$0] ?? 0) },
+                count: UInt32(desired.count), labels: labels)
+        }
         let encoded = timed("encode the change") { encode(write) }
         // Label ids of removed bindings, for their counters (before the labels are collected).
         var labelIDs: [String: UInt32] = [:]
@@ -86,12 +109,11 @@ extension Dispatcher {
     }
 
     /// The groups a plan touches, as they are to be (nil: removed), and how many record pages
-    /// each had. Into an empty rule set every group is new: taken whole, without a lookup per
-    /// binding (1M bindings: 3 s -> 0.1 s).
+    /// each had. (Into an empty rule set, ``commit(from:to:plan:compiling:)`` takes the
+    /// desired groups whole instead.)
     static func changedGroups(_ current: RuleSet, _ desired: RuleSet, _ plan: Plan) -> (
         groups: [RuleSet.GroupKey: RuleSet.Group?], oldPages: [RuleSet.GroupKey: Int]
     ) {
-        if current.groups.isEmpty { return (desired.groups.mapValues { .some($0) }, [:]) }
         var groups: [RuleSet.GroupKey: RuleSet.Group?] = [:]
         var oldPages: [RuleSet.GroupKey: Int] = [:]
         groups.reserveCapacity(plan.added.count + plan.removed.count)
@@ -317,6 +339,8 @@ extension Dispatcher {
         var filter: (upserts: [(UInt32, UInt64)], deletes: [UInt32])
         /// The groups to write (nil: remove).
         var groups: [RuleSet.GroupKey: RuleSet.Group?]
+        /// Groups to write as well, none of them in `groups` (into an empty copy: all of them).
+        var wholeGroups: [RuleSet.GroupKey: RuleSet.Group] = [:]
         /// How many records each of those groups has now.
         var oldPages: [RuleSet.GroupKey: Int]
         /// Census counters to set.
@@ -350,7 +374,7 @@ extension Dispatcher {
     }
 
     /// Array words by index (port flags, host filter).
-    struct PortWords: Equatable {
+    struct PortWords: Equatable, Sendable {
         var words: [UInt32: UInt64]
         func changes(from old: PortWords) -> (upserts: [(UInt32, UInt64)], deletes: [UInt32]) {
             var upserts: [(UInt32, UInt64)] = []
@@ -384,8 +408,14 @@ extension Dispatcher {
         var groupValues: [UInt8] = []
         var groupCount = 0
         var stale: [[UInt8]] = []
-        groupKeys.reserveCapacity(change.groups.count * GroupRecord.keySize)
-        groupValues.reserveCapacity(change.groups.count * GroupRecord.valueSize)
+        let total = change.groups.count + change.wholeGroups.count
+        groupKeys.reserveCapacity(total * GroupRecord.keySize)
+        groupValues.reserveCapacity(total * GroupRecord.valueSize)
+        for (key, group) in change.wholeGroups {
+            let pages = GroupRecord.appendPages(group, labels: change.labels, to: &groupValues)
+            for index in 0..<pages { GroupRecord.appendKey(key, page: UInt16(index), to: &groupKeys) }
+            groupCount += pages
+        }
         for (key, group) in change.groups {
             let pages = group.map { GroupRecord.appendPages($0, labels: change.labels, to: &groupValues) } ?? 0
             for index in 0..<pages { GroupRecord.appendKey(key, page: UInt16(index), to: &groupKeys) }
@@ -588,12 +618,11 @@ extension Dispatcher {
         let rules = try ruleSet(copy: source)
         let fresh = try CopyMaps.create(index: copy, capacity: Int(try maps.readMeta().capacity))
         let tables = rules.tables()
-        var groups: [RuleSet.GroupKey: RuleSet.Group?] = [:]
-        for (key, group) in rules.groups { groups[key] = .some(group) }
         let write = CopyWrite(
             entries: tables.changes(from: RuleTables(entries: [:])),
             ports: Self.portWords(tables).changes(from: PortWords(words: [:])),
-            filter: Self.filterWords(tables).changes(from: PortWords(words: [:])), groups: groups, oldPages: [:],
+            filter: Self.filterWords(tables).changes(from: PortWords(words: [:])), groups: [:],
+            wholeGroups: rules.groups, oldPages: [:],
             census: Census.counts(rules).map { ($0.key, $0.value) }, count: UInt32(rules.count),
             labels: try assignLabels(for: rules))
         var maps = self.maps
@@ -666,5 +695,24 @@ extension Dispatcher {
             }
             if !hasSockets { _ = try maps.labels.delete(Self.labelKey(name)) }
         }
+    }
+}
+
+/// A value computed on another thread, started at once; ``value`` waits for it.
+final class Background<Value: Sendable>: Sendable {
+    private let done = DispatchGroup()
+    private let result = Mutex<Value?>(nil)
+
+    init(_ body: @escaping @Sendable () -> Value) {
+        DispatchQueue.global().async(group: done) { [self] in
+            let computed = body()
+            result.withLock { $0 = computed }
+        }
+    }
+
+    /// The value, once computed.
+    var value: Value {
+        done.wait()
+        return result.withLock { $0! }
     }
 }

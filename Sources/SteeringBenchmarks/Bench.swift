@@ -1,5 +1,6 @@
 import BPF
 import Foundation
+import Logging
 import SKLookup
 import SocketSteering
 
@@ -26,6 +27,8 @@ public enum Bench {
         public var controlPlane = true
         /// tubular's reference directory: `inet-kern.c`, `include/` and `prefixes.json`.
         public var reference: URL
+        /// Where sksteer's dispatchers log (their phase timings at debug level); nowhere by default.
+        public var logger: Logger = .disabled
         /// The default (full) options.
         public init(reference: URL) { self.reference = reference }
 
@@ -217,12 +220,13 @@ public enum Bench {
         var applySeconds = 0.0
         var insertSeconds = 0.0
 
-        init(_ workload: Workload, object: URL, say: (String) -> Void) throws {
+        init(_ workload: Workload, object: URL, logger: Logger, say: (String) -> Void) throws {
             self.workload = workload
             namespace = try NetworkNamespace.makeThrowaway()
             bpffs = try BPFFileSystem.TemporaryMount()
             dispatcher = try Dispatcher.load(
-                namespace: namespace, bpffs: bpffs.path, maxBindings: Bench.capacity(for: workload.ruleCount))
+                namespace: namespace, bpffs: bpffs.path, maxBindings: Bench.capacity(for: workload.ruleCount),
+                logger: logger)
             tubular = try TubularDispatcher(object: object)
             var used = Set<Destination>()
             for (rule, label) in workload.rules {
@@ -337,7 +341,7 @@ public enum Bench {
             say("[\(workload.name)] \(workload.ruleCount) bindings: \(workload.summary)")
             let setup: Setup
             do {
-                setup = try Setup(workload, object: object, say: say)
+                setup = try Setup(workload, object: object, logger: options.logger, say: say)
             } catch {
                 results.problems.append("\(workload.name): setting up failed, nothing measured: \(error)")
                 say("    setting up failed: \(error)")

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Logging
 import SteeringBenchmarks
 
 struct BenchCommand: ParsableCommand {
@@ -35,6 +36,9 @@ struct BenchCommand: ParsableCommand {
 
     @Flag(help: "Only the data plane: no real traffic, no control-plane changes.")
     var dataPlaneOnly = false
+
+    @Flag(name: .shortAndLong, help: "Log the dispatchers' steps with their timings on standard error.")
+    var verbose = false
 
     /// `../shared/reference/tubular` beside the package: from the working directory, or from
     /// the package that built this executable (`.build/<config>/sksteer`).
@@ -75,6 +79,11 @@ struct BenchCommand: ParsableCommand {
             if let repeatCount { options.repeatCount = repeatCount }
             if noTraffic || dataPlaneOnly { options.traffic = false }
             if dataPlaneOnly { options.controlPlane = false }
+            if verbose {
+                var logger = Logger(label: "sksteer", factory: { StreamLogHandler.standardError(label: $0) })
+                logger.logLevel = .debug
+                options.logger = logger
+            }
             let results: Bench.Results
             do {
                 results = try Bench.run(options) { FileHandle.standardError.write(Data(($0 + "\n").utf8)) }
