@@ -17,8 +17,8 @@ public struct BindingMetricsStatus: Sendable, Codable, Equatable {
     }
     /// The most bindings counted one by one (the map's limit, chosen when they were enabled).
     public var limit: Int
-    /// Whether the attached program counts (false while an `enable` or `disable` was
-    /// interrupted before its program switch; running it again finishes it).
+    /// Whether the attached program counts (false while an `on` was interrupted before its
+    /// program switch, or an `off` after it; running the same command again finishes it).
     public var counting: Bool
     /// Bindings that have had traffic since the counters were enabled (or since they were
     /// bound, if later), in precedence order.
@@ -72,13 +72,14 @@ extension Dispatcher {
     }
 
     /// Turns per-binding counters off: the program without them is switched in, then their
-    /// map is removed (its counts are gone).
+    /// map is removed (its counts are gone). Interrupted between the two, the map stays
+    /// pinned and the status says the program does not count; running it again finishes it.
     public func disableBindingMetrics() throws {
         try requireWritable()
         let active = try activeCopy()
-        unlink("\(directory)/\(StateMaps.bindingMetricsName)")
         maps.bindingMetrics = nil
         try switchProgram(to: active)
+        unlink("\(directory)/\(StateMaps.bindingMetricsName)")
         logger.info("per-binding counters off")
     }
 
@@ -108,7 +109,7 @@ extension Dispatcher {
             counters.append(.init(binding: shown, lookups: lookups, misses: misses))
         }
         let order = Dictionary(
-            uniqueKeysWithValues: counters.map(\.binding).sortedByPrecedence().enumerated().map { ($1, $0) })
+            counters.map(\.binding).sortedByPrecedence().enumerated().map { ($1, $0) }, uniquingKeysWith: min)
         counters.sort { order[$0.binding]! < order[$1.binding]! }
         return BindingMetricsStatus(
             limit: try map.info().maxEntries - 1, counting: counting, counters: counters, overflowLookups: overflow.0,
@@ -141,9 +142,14 @@ extension Dispatcher {
 
     /// Deletes the counters of bindings that are gone. Called after the switch, while the
     /// change is still pending, so that a command killed before it leaves the counters to
-    /// ``sweepBindingCounters(keeping:)`` in the repair.
-    func deleteBindingCounters(_ plan: Plan, labelIDs: [String: UInt32]) throws {
+    /// ``sweepBindingCounters(keeping:labels:)`` in the repair. When more bindings go than the
+    /// map holds, the map's keys are swept against `desired` instead (at most its limit).
+    func deleteBindingCounters(_ plan: Plan, labelIDs: [String: UInt32], desired: RuleSet? = nil) throws {
         guard let map = maps.bindingMetrics, !plan.removed.isEmpty else { return }
+        if let desired, plan.removed.count > (try map.info().maxEntries) {
+            // Every label id in use now, old and new (they are collected after this).
+            return try sweepBindingCounters(keeping: desired, labels: labelNames())
+        }
         // A binding that stays with its label (its no-socket policy changed) keeps counting.
         let staying = Set(plan.added.map { BindingCounterIdentity($0) })
         for binding in plan.removed where !staying.contains(BindingCounterIdentity(binding)) {

@@ -194,7 +194,7 @@ public enum Layout {
         static func decode(_ bytes: [UInt8]) -> (
             label: UInt32, transport: Socket.Transport, prefix: IPPrefix, ports: PortSet
         )? {
-            guard bytes.count == size, bytes != overflowKey else { return nil }
+            guard bytes.count == size, bytes != overflowKey, bytes[26] == 0, bytes[27] == 0 else { return nil }
             func read<T: FixedWidthInteger>(_ field: Field) -> T {
                 var value: T = 0
                 for i in (0..<field.size).reversed() { value = value << 8 | T(bytes[field.offset + i]) }

@@ -103,7 +103,7 @@ extension Dispatcher {
         // Label ids of removed bindings, for their counters (before the labels are collected).
         var labelIDs: [String: UInt32] = [:]
         if maps.bindingMetrics != nil { for (id, name) in try labelNames() { labelIDs[name] = id } }
-        let deleteCounters = { try self.deleteBindingCounters(plan, labelIDs: labelIDs) }
+        let deleteCounters = { try self.deleteBindingCounters(plan, labelIDs: labelIDs, desired: desired) }
         try commit(cleanup: deleteCounters) { copy in try self.write(encoded, to: copy) }
         try timed("collect the labels") { try collectLabels(inUse: inUse) }
     }

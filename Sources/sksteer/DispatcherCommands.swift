@@ -562,7 +562,7 @@ struct Status: ParsableCommand {
                 print(
                     "\nPer-binding counters (limit \(perBinding.limit)"
                         + (perBinding.counting
-                            ? "" : "; the attached program does not count yet: run sksteer binding-metrics on again")
+                            ? "" : "; the attached program does not count: an on or off was interrupted; run it again")
                         + "):")
                 printTable(
                     ["PROTOCOL", "PREFIX", "PORTS", "LABEL", "LOOKUPS", "MISSES"],

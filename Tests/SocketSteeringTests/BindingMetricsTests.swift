@@ -1,6 +1,7 @@
 import BPF
 import Foundation
 import KernelTestSupport
+import SKLookup
 import Testing
 
 @testable import SocketSteering
@@ -117,6 +118,93 @@ struct BindingMetricsTests {
             let directory = try f.dispatcher(readOnly: true).directory
             #expect(!FileManager.default.fileExists(atPath: "\(directory)/\(StateMaps.bindingMetricsName)"))
             #expect(try f.land(.tcp, "127.0.0.7", 8080) == "web")
+        }
+    }
+
+    /// Differential, seeded: random bindings (IPv4 /0–/32, IPv6 /1–/128, IPv6 prefixes that
+    /// cover IPv4, single ports, ranges, all ports, TCP and UDP), a test run of the counting
+    /// program for an address and port inside each, and the counters the program made must
+    /// be exactly those of the model's winners, under the key the control plane computes
+    /// from the binding, with the model's count of wins.
+    @Test(arguments: [1, 2, 3] as [UInt64])
+    func theProgramsKeysAreTheModelsWinners(_ seed: UInt64) throws {
+        try exclusively {
+            var random = SeededGenerator(seed: seed)
+            var rules: [Binding.Rule: Binding] = [:]
+            let labels = ["a", "b", "c", "d"]
+            func ports() -> PortSet {
+                switch random.next() % 3 {
+                case 0: return .single(UInt16(1 + random.next() % 2000))
+                case 1:
+                    let lower = UInt16(1 + random.next() % 2000)
+                    return PortSet(lower, lower + UInt16(random.next() % 50))!
+                default: return .all
+                }
+            }
+            func add(_ prefix: IPPrefix?, _ transport: Socket.Transport) {
+                guard let prefix else { return }
+                let binding = Binding(
+                    label: labels[Int(random.next() % 4)], transport: transport, prefix: prefix, ports: ports())
+                if (try? RuleSet.check(binding)) != nil { rules[binding.rule] = binding }
+            }
+            for _ in 0..<120 {
+                let transport: Socket.Transport = random.next() % 2 == 0 ? .tcp : .udp
+                if random.next() % 2 == 0 {
+                    add(
+                        IPPrefix(
+                            IPAddress(ipv4: UInt32(truncatingIfNeeded: random.next())), length: Int(random.next() % 33)),
+                        transport)
+                } else {
+                    let address = IPAddress(ipv6High: random.next(), low: random.next())
+                    add(IPPrefix(address, length: Int(1 + random.next() % 128)), transport)
+                }
+            }
+            // IPv6 prefixes that cover IPv4 (::ffff:0:0/96), and so win IPv4 traffic.
+            for (text, transport) in [("::/64", Socket.Transport.tcp), ("::fffe:0:0/95", .udp), ("::/0", .tcp)] {
+                add(IPPrefix(text), transport)
+            }
+            let bindings = Array(rules.values)
+            let f = try Fixture()
+            try f.dispatcher().apply(bindings)
+            try f.dispatcher().enableBindingMetrics()
+            let dispatcher = try f.dispatcher()
+            let program = try dispatcher.measurementProgram()
+            var expected: [[UInt8]: UInt64] = [:]
+            var runs = 0
+            for binding in bindings {
+                // An address inside the prefix (random host bits), as IPv4 when it is mapped.
+                let (maskHigh, maskLow) = FamilyPrefix.mask(binding.mappedLength)
+                let mapped = binding.mappedAddress
+                let high = mapped.high | (random.next() & ~maskHigh)
+                let low = mapped.low | (random.next() & ~maskLow)
+                var address = IPAddress(ipv6High: high, low: low)
+                if let ipv4 = address.unmappedIPv4 { address = ipv4 }
+                let port = UInt16(
+                    clamping: Int(binding.ports.lower)
+                        + Int(random.next() % UInt64(Int(binding.ports.upper) - Int(binding.ports.lower) + 1)))
+                guard port != 0 else { continue }
+                _ = try program.testRun(Connection(binding.transport, to: Endpoint(address, port)))
+                runs += 1
+                guard let winner = bindings.winner(for: binding.transport, address, port),
+                    let id = try dispatcher.labelID(winner.label, create: false)
+                else { continue }
+                expected[Layout.BindingCounterKey.encode(winner, label: id), default: 0] += 1
+            }
+            var seen: [[UInt8]: UInt64] = [:]
+            for (key, value) in try dispatcher.maps.bindingMetrics!.entries()
+            where key != Layout.BindingCounterKey.overflowKey {
+                seen[key] = Dispatcher.sums(value).0
+            }
+            #expect(runs > 100 && !expected.isEmpty, "seed \(seed): \(runs) runs")
+            let differing = Set(seen.keys).union(expected.keys).filter { seen[$0] != expected[$0] }
+            let first = differing.first.map { key in
+                "\(Layout.BindingCounterKey.decode(key).map { "\($0)" } ?? "\(key)"): program \(seen[key] ?? 0),"
+                    + " model \(expected[key] ?? 0)"
+            }
+            #expect(differing.isEmpty, "seed \(seed): \(differing.count) keys differ, e.g. \(first ?? "")")
+            // (This dispatcher is open for writing: it holds the lock a read-only one would wait for.)
+            let shown = try dispatcher.status(findOwners: false).bindingMetrics?.counters ?? []
+            #expect(shown.count == expected.count && shown.allSatisfy { rules[$0.binding.rule] == $0.binding })
         }
     }
 
@@ -243,6 +331,15 @@ struct BindingMetricsTests {
                     #expect(try f.land(.tcp, "127.0.0.1", 80) == "A")
                     let after = try counted(f, a)?.lookups ?? 0
                     #expect((after > before) == perBinding.counting, "\(scenario) K=\(k): \(before) -> \(after)")
+                }
+                // Off in the listing: the attached program has no counter map.
+                if status.bindingMetrics == nil {
+                    let directory = try f.dispatcher(readOnly: true).directory
+                    let used = try Program.openPinned(at: "\(directory)/program").info().mapIDs
+                    let names = try used.map { try Map.open(id: $0).info().name }
+                    #expect(
+                        !names.contains { $0.hasPrefix("sksteer_bmetr") },
+                        "\(scenario) K=\(k): the program counts: \(names)")
                 }
                 // Run again: it succeeds, and the counters are on or off as it says.
                 try f.runSksteerChecked(arguments)
