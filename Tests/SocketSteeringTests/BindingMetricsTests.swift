@@ -239,12 +239,7 @@ struct BindingMetricsTests {
     /// the built one, on this fixture's bpffs), after some traffic and with traffic between.
     @Test func theReadmeWalkthroughRuns() throws {
         try exclusively {
-            let readme = try String(
-                contentsOf: URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-                    .deletingLastPathComponent().appendingPathComponent("README.md"), encoding: .utf8)
-            guard let start = readme.range(of: "<!-- binding-metrics-walkthrough -->\n```sh\n"),
-                let end = readme.range(of: "```\n<!-- end -->", range: start.upperBound..<readme.endIndex),
-                let executable = sksteerExecutable()
+            guard let block = try readmeBlock("binding-metrics-walkthrough"), let executable = sksteerExecutable()
             else {
                 Issue.record("the README has no binding-metrics walkthrough, or sksteer is not built")
                 return
@@ -252,7 +247,7 @@ struct BindingMetricsTests {
             let f = try Fixture()
             try f.serve("web", .tcp, .loopback4, 0, label: "web")
             try f.bind("web", "tcp", "127.0.0.0/24", "80")
-            let lines = readme[start.upperBound..<end.lowerBound].split(separator: "\n").map(String.init)
+            let lines = block.split(separator: "\n").map(String.init)
             // Connections after the first line (on), so the status and the metrics have a binding to show.
             let script =
                 "sksteer() { \"$SKSTEER\" \"$@\" --bpffs \"$BPFFS\"; }\n" + lines[0] + "\n"

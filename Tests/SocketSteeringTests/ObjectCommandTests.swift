@@ -154,18 +154,11 @@ import Testing
     /// `swift run sksteer`); the listing it shows is the one the README's comment promises.
     @Test func theReadmeWalkthroughRuns() throws {
         try exclusively {
-            let readme = try String(
-                contentsOf: CPrograms.directory.deletingLastPathComponent().deletingLastPathComponent()
-                    .appendingPathComponent("README.md"), encoding: .utf8)
-            guard let start = readme.range(of: "<!-- prog-load-walkthrough -->\n```sh\n"),
-                let end = readme.range(of: "```\n<!-- end -->", range: start.upperBound..<readme.endIndex),
-                let executable = sksteerExecutable()
-            else {
+            guard let block = try readmeBlock("prog-load-walkthrough"), let executable = sksteerExecutable() else {
                 Issue.record("the README has no prog-load walkthrough, or sksteer is not built")
                 return
             }
-            let script = String(readme[start.upperBound..<end.lowerBound])
-                .replacingOccurrences(of: "swift run sksteer", with: "\"$SKSTEER\"")
+            let script = block.replacingOccurrences(of: "swift run sksteer", with: "\"$SKSTEER\"")
             defer {
                 // Whatever happened, nothing stays.
                 _ = try? runProcess(
@@ -173,7 +166,7 @@ import Testing
             }
             let (status, text) = try runProcess(
                 "/bin/sh", ["-e", "-c", script], environment: ["SKSTEER": executable.path],
-                directory: CPrograms.directory.deletingLastPathComponent().deletingLastPathComponent())
+                directory: packageDirectory)
             #expect(status == 0, "\(text)")
             let listing = "custom_filter every_port link-port_filter port_filter server tcp_only"
             #expect(script.contains("# \(listing)"))

@@ -165,3 +165,16 @@ func exited(_ process: Process, within seconds: Int = 10) -> Bool {
     }
     return true
 }
+
+/// The package's directory (where README.md is).
+let packageDirectory = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+    .deletingLastPathComponent()
+
+/// The shell block of the README marked `<!-- NAME -->` (up to `<!-- end -->`), as written.
+func readmeBlock(_ name: String) throws -> String? {
+    let readme = try String(contentsOf: packageDirectory.appendingPathComponent("README.md"), encoding: .utf8)
+    guard let start = readme.range(of: "<!-- \(name) -->\n```sh\n"),
+        let end = readme.range(of: "```\n<!-- end -->", range: start.upperBound..<readme.endIndex)
+    else { return nil }
+    return String(readme[start.upperBound..<end.lowerBound])
+}
