@@ -393,7 +393,7 @@ public final class Dispatcher {
     /// The bindings a copy holds, unordered, read from its `groups` table record by record.
     func bindings(copy: Int) throws -> [Binding] {
         let names = try labelNames()
-        let records = try maps.copies[copy].groups.entries()
+        let records = try GroupPages.allRecords(maps.copies[copy].groups)
         var result: [Binding] = []
         result.reserveCapacity(records.count)
         for (key, value) in records {
@@ -414,7 +414,7 @@ public final class Dispatcher {
     func ruleSet(copy: Int) throws -> RuleSet {
         let names = try labelNames()
         var groups: [RuleSet.GroupKey: RuleSet.Group] = [:]
-        let records = try maps.copies[copy].groups.entries()
+        let records = try GroupPages.allRecords(maps.copies[copy].groups)
         groups.reserveCapacity(records.count)
         for (key, value) in records {
             guard let (groupKey, _) = GroupRecord.decodeKey(key),
@@ -449,7 +449,8 @@ public final class Dispatcher {
     @discardableResult
     public func unbind(_ binding: Binding) throws -> Change {
         try requireWritable()
-        let probe = KernelGroups(map: maps.copies[try activeCopy()].groups, labels: try labelNames())
+        let probe = KernelGroups(
+            map: maps.copies[try activeCopy()].groups, labels: try labelNames(), buckets: try groupBuckets())
         let group = try probe.group(RuleSet.groupKey(binding))
         if (binding.ports.isAll ? group?.all : group?.finite[binding.ports]) == nil { return .unchanged }
         try change(adding: [], removing: [binding])
@@ -508,9 +509,23 @@ public final class Dispatcher {
     @discardableResult
     func apply(_ desired: [Binding], incrementalUpTo limit: Int) throws -> Plan {
         try requireWritable()
-        try timed("check the labels") { for label in Set(desired.map(\.label)) { try Binding.checkLabel(label) } }
-        let wanted = try timed("build the rule set") { try RuleSet(desired) }
+        let labels = Set(desired.map(\.label))
+        try timed("check the labels") { for label in labels { try Binding.checkLabel(label) } }
         let current = try timed("read the rule set") { try ruleSet(copy: activeCopy()) }
+        // Into an empty rule set, a large change is all new: the plan's order is sorted on a
+        // second thread while the rule set is built here.
+        let sorting =
+            current.groups.isEmpty && desired.count > limit ? Background { desired.sortedByPrecedence() } : nil
+        let wanted = try timed("build the rule set") { try RuleSet(desired) }
+        if let sorting, wanted.count == desired.count {
+            // Every binding given is new: the new rules compile on a second thread while the
+            // group records are written from this one.
+            let compiling = Background { Compiled(wanted) }
+            try commitIntoEmpty(wanted, labels: labels, compiling: compiling)
+            let plan = Plan(added: timed("sort the plan") { sorting.value }, removed: [], unchanged: 0)
+            logger.info("applied", metadata: ["added": "\(plan.added.count)", "removed": "0"])
+            return plan
+        }
         // A change that is surely too large for the incremental path starts compiling the new
         // rules on a second thread while it plans.
         let compiling =

@@ -1,4 +1,6 @@
 import BPF
+import Dispatch
+import Synchronization
 
 /// Where a rule set's bindings come from when its entries are computed: the in-memory
 /// ``RuleSet``, or a copy's `groups` table in the kernel (``KernelGroups``), so that a change
@@ -136,37 +138,43 @@ enum GroupRecord {
 
     /// Appends the records of ``encode(_:labels:)`` back to back; returns how many.
     static func appendPages(_ group: RuleSet.Group, labels: [String: UInt32], to bytes: inout [UInt8]) -> Int {
-        func put<T: FixedWidthInteger>(_ value: T) {
-            withUnsafeBytes(of: value.littleEndian) { bytes.append(contentsOf: $0) }
+        let allField = group.all.map { labels[$0]! | passBit(group, .all) } ?? 0
+        // Each record is zeroed, then its fields are stored in place.
+        func page(_ sets: some Collection<(key: PortSet, value: String)>) {
+            let base = bytes.count
+            bytes.append(contentsOf: repeatElement(0, count: valueSize))
+            bytes.withUnsafeMutableBytes { record in
+                record[base] = UInt8(sets.count)
+                record[base + 1] = group.all == nil ? 0 : 1
+                record.storeBytes(of: allField.littleEndian, toByteOffset: base + 4, as: UInt32.self)
+                var offset = base + 8
+                for (ports, label) in sets {
+                    record.storeBytes(of: ports.lower.littleEndian, toByteOffset: offset, as: UInt16.self)
+                    record.storeBytes(of: ports.upper.littleEndian, toByteOffset: offset + 2, as: UInt16.self)
+                    let field = labels[label]! | passBit(group, ports)
+                    record.storeBytes(of: field.littleEndian, toByteOffset: offset + 4, as: UInt32.self)
+                    offset += 8
+                }
+            }
         }
         // Most groups hold one port set: no sort, no array.
-        let sets: [(key: PortSet, value: String)]
         if group.finite.count <= 1 {
-            sets = group.finite.first.map { [$0] } ?? []
-        } else {
-            sets = group.finite.sorted { $0.key < $1.key }
+            page(group.finite)
+            return 1
         }
+        let sets = group.finite.sorted { $0.key < $1.key }
         var pages = 0
         var index = 0
         repeat {
-            let end = min(sets.count, index + slots)
-            let base = bytes.count
-            bytes.append(UInt8(end - index))
-            bytes.append(group.all == nil ? 0 : 1)
-            put(UInt16(0))
-            put(group.all.map { labels[$0]! | passBit(group, .all) } ?? 0)
-            for slot in index..<end {
-                let (ports, label) = sets[slot]
-                put(ports.lower)
-                put(ports.upper)
-                put(labels[label]! | passBit(group, ports))
-            }
-            bytes.append(contentsOf: repeatElement(0, count: valueSize - (bytes.count - base)))
+            page(sets[index..<min(sets.count, index + slots)])
             pages += 1
             index += slots
         } while index < sets.count
         return pages
     }
+
+    /// How many records a group takes.
+    static func pageCount(_ group: RuleSet.Group) -> Int { max(1, (group.finite.count + slots - 1) / slots) }
 
     /// The top bit of a label id field: the binding passes traffic while it has no socket.
     static let passFlag: UInt32 = 1 << 31
@@ -228,47 +236,296 @@ enum GroupRecord {
     }
 }
 
+/// A copy's `groups` table as the kernel holds it: the ``GroupRecord``s packed into pages
+/// of a hash by bucket, so that a million groups take a tenth as many map elements (each
+/// element costs the kernel an allocation and a hash insert, which made the records most of
+/// an apply's kernel time).
+///
+/// A group's bucket is a fixed hash of its (lane, prefix), modulo ``bucketCount(capacity:)``;
+/// all of a group's records are in its bucket. Key (8 bytes): bucket (u32), page (u32).
+/// Value: records in this page (u8), whether page + 1 exists (u8), 0 (u16), then
+/// ``recordsPerPage`` slots of a record's key (20 bytes) and value (64 bytes). A bucket's
+/// records are packed densely from page 0, so a bucket of n records has ⌈n / 11⌉ pages.
+enum GroupPages {
+    static let keySize = 8
+    static let recordsPerPage = 11
+    static let recordSize = GroupRecord.keySize + GroupRecord.valueSize
+    static let valueSize = 4 + recordsPerPage * recordSize
+
+    /// Buckets of a dispatcher that holds `capacity` bindings: a power of two, about one
+    /// per 16 bindings.
+    static func bucketCount(capacity: Int) -> Int {
+        var count = 16
+        while count * 16 < capacity { count *= 2 }
+        return count
+    }
+
+    /// Pages the table may need: every bucket, and the records beyond (a group of n port
+    /// sets has ⌈n / 7⌉ records, so there are no more records than bindings).
+    static func pageLimit(capacity: Int) -> Int { bucketCount(capacity: capacity) + capacity / recordsPerPage + 1 }
+
+    /// The bucket of a group: a fixed mix of its lane, length and address (the same in
+    /// every process and every version of this layout).
+    static func bucket(_ key: RuleSet.GroupKey, count: Int) -> UInt32 {
+        var x = key.prefix.high &* 0x9E37_79B9_7F4A_7C15 ^ key.prefix.low
+        x ^= UInt64(key.lane.index) << 56 ^ UInt64(key.prefix.length) << 48
+        x = (x ^ (x >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        x = (x ^ (x >> 27)) &* 0x94D0_49BB_1331_11EB
+        x ^= x >> 31
+        return UInt32(truncatingIfNeeded: x) & UInt32(count - 1)
+    }
+
+    static func key(bucket: UInt32, page: Int) -> [UInt8] { rawBytes(of: bucket) + rawBytes(of: UInt32(page)) }
+
+    static func pages(records: Int) -> Int { (records + recordsPerPage - 1) / recordsPerPage }
+
+    /// Appends the pages of one bucket, whose records are `records` (n × ``recordSize``
+    /// bytes, key then value), to `keys` and `values`; returns how many pages.
+    static func appendPages(
+        bucket: UInt32, records: [UInt8], to keys: inout [UInt8], _ values: inout [UInt8]
+    ) -> Int {
+        let count = records.count / recordSize
+        let pages = Self.pages(records: count)
+        for page in 0..<pages {
+            keys.append(contentsOf: key(bucket: bucket, page: page))
+            let first = page * recordsPerPage
+            let inPage = min(recordsPerPage, count - first)
+            let base = values.count
+            values.append(contentsOf: repeatElement(0, count: valueSize))
+            values[base] = UInt8(inPage)
+            values[base + 1] = page + 1 < pages ? 1 : 0
+            values.replaceSubrange(
+                (base + 4)..<(base + 4 + inPage * recordSize),
+                with: records[(first * recordSize)..<((first + inPage) * recordSize)])
+        }
+        return pages
+    }
+
+    /// The records of one page (key, value), or nil if it cannot be read; and whether the
+    /// next page exists.
+    static func records(_ page: [UInt8]) -> (records: [(key: [UInt8], value: [UInt8])], more: Bool)? {
+        guard page.count == valueSize, Int(page[0]) <= recordsPerPage else { return nil }
+        var result: [(key: [UInt8], value: [UInt8])] = []
+        result.reserveCapacity(Int(page[0]))
+        for slot in 0..<Int(page[0]) {
+            let start = 4 + slot * recordSize
+            result.append(
+                (
+                    Array(page[start..<start + GroupRecord.keySize]),
+                    Array(page[start + GroupRecord.keySize..<start + recordSize])
+                ))
+        }
+        return (result, page[1] != 0)
+    }
+
+    /// Every record of a `groups` table.
+    static func allRecords(_ map: Map) throws -> [(key: [UInt8], value: [UInt8])] {
+        var result: [(key: [UInt8], value: [UInt8])] = []
+        for (_, page) in try map.entries() {
+            guard let (records, _) = records(page) else {
+                throw SteeringError.kernel("the groups table has an unreadable page; run sksteer apply")
+            }
+            result.append(contentsOf: records)
+        }
+        return result
+    }
+
+    /// Appends the key of a page.
+    static func appendKey(bucket: UInt32, page: Int, to bytes: inout [UInt8]) {
+        withUnsafeBytes(of: bucket.littleEndian) { bytes.append(contentsOf: $0) }
+        withUnsafeBytes(of: UInt32(page).littleEndian) { bytes.append(contentsOf: $0) }
+    }
+
+    /// Encodes groups into the pages of their buckets (every group of each bucket written
+    /// must be given), in batches for ``ParallelJob``; `oldPages` is how many pages each
+    /// bucket had, so the ones no longer needed are deleted.
+    static func encode(
+        _ groups: [RuleSet.GroupKey: RuleSet.Group], oldPages: [UInt32: Int], buckets: Int,
+        labels: [String: UInt32], pagesPerBatch: Int = 1 << 14
+    ) -> Dispatcher.EncodedGroups {
+        // The groups by bucket (a counting sort), with each bucket's record count.
+        var records = [Int32](repeating: 0, count: buckets)
+        var bucketOf: [UInt32] = []
+        bucketOf.reserveCapacity(groups.count)
+        for (key, group) in groups {
+            let bucket = bucket(key, count: buckets)
+            bucketOf.append(bucket)
+            records[Int(bucket)] += Int32(GroupRecord.pageCount(group))
+        }
+        var start = [Int](repeating: 0, count: buckets + 1)
+        var members = [Int32](repeating: 0, count: buckets)
+        for bucket in bucketOf { members[Int(bucket)] += 1 }
+        for bucket in 0..<buckets { start[bucket + 1] = start[bucket] + Int(members[bucket]) }
+        var fill = start
+        var order = [Dictionary<RuleSet.GroupKey, RuleSet.Group>.Index](
+            repeating: groups.startIndex, count: groups.count)
+        var index = groups.startIndex
+        for bucket in bucketOf {
+            order[fill[Int(bucket)]] = index
+            fill[Int(bucket)] += 1
+            index = groups.index(after: index)
+        }
+        // The buckets in two halves, on two threads (a million groups take a second to encode).
+        let halves = groups.count > 10_000 ? 2 : 1
+        let parts = Mutex([Dispatcher.EncodedGroups](repeating: Dispatcher.EncodedGroups(), count: halves))
+        let (sorted, starts, counts) = (order, start, records)
+        DispatchQueue.concurrentPerform(iterations: halves) { half in
+            let range = (buckets * half / halves)..<(buckets * (half + 1) / halves)
+            let part = encodeBuckets(
+                range, groups: groups, order: sorted, start: starts, records: counts, oldPages: oldPages,
+                labels: labels, pagesPerBatch: pagesPerBatch)
+            parts.withLock { $0[half] = part }
+        }
+        var result = Dispatcher.EncodedGroups()
+        for part in parts.withLock({ $0 }) {
+            result.batches += part.batches
+            result.stale += part.stale
+        }
+        return result
+    }
+
+    /// The pages of a range of buckets: ``encode(_:oldPages:buckets:labels:pagesPerBatch:)``
+    /// with the groups in bucket order (`order`, bucket b's from `start[b]` to `start[b + 1]`)
+    /// and each bucket's record count.
+    private static func encodeBuckets(
+        _ range: Range<Int>, groups: [RuleSet.GroupKey: RuleSet.Group],
+        order: [Dictionary<RuleSet.GroupKey, RuleSet.Group>.Index], start: [Int], records: [Int32],
+        oldPages: [UInt32: Int], labels: [String: UInt32], pagesPerBatch: Int
+    ) -> Dispatcher.EncodedGroups {
+        var result = Dispatcher.EncodedGroups()
+        var batch = Dispatcher.Batch()
+        var scratch: [UInt8] = []
+        var recordKey: [UInt8] = []
+        for bucket in range {
+            let count = Int(records[bucket])
+            let pages = Self.pages(records: count)
+            for page in pages..<max(pages, oldPages[UInt32(bucket)] ?? 0) {
+                result.stale.append(key(bucket: UInt32(bucket), page: page))
+            }
+            guard count > 0 else { continue }
+            if batch.count == 0 {
+                batch.keys.reserveCapacity(pagesPerBatch * keySize)
+                batch.values.reserveCapacity(pagesPerBatch * valueSize)
+            }
+            // Pages of the bucket, zeroed, then filled record by record.
+            var page = -1
+            var slot = recordsPerPage
+            var base = 0
+            for member in start[bucket]..<start[bucket + 1] {
+                let (groupKey, group) = groups[order[member]]
+                scratch.removeAll(keepingCapacity: true)
+                let groupPages = GroupRecord.appendPages(group, labels: labels, to: &scratch)
+                for groupPage in 0..<groupPages {
+                    if slot == recordsPerPage {
+                        page += 1
+                        slot = 0
+                        appendKey(bucket: UInt32(bucket), page: page, to: &batch.keys)
+                        base = batch.values.count
+                        batch.values.append(contentsOf: repeatElement(0, count: valueSize))
+                        batch.values[base] = UInt8(min(recordsPerPage, count - page * recordsPerPage))
+                        batch.values[base + 1] = page + 1 < pages ? 1 : 0
+                        batch.count += 1
+                    }
+                    recordKey.removeAll(keepingCapacity: true)
+                    GroupRecord.appendKey(groupKey, page: UInt16(groupPage), to: &recordKey)
+                    let offset = base + 4 + slot * recordSize
+                    let from = groupPage * GroupRecord.valueSize
+                    batch.values.withUnsafeMutableBytes { values in
+                        recordKey.withUnsafeBytes { key in
+                            values.baseAddress!.advanced(by: offset).copyMemory(
+                                from: key.baseAddress!, byteCount: GroupRecord.keySize)
+                        }
+                        scratch.withUnsafeBytes { source in
+                            values.baseAddress!.advanced(by: offset + GroupRecord.keySize).copyMemory(
+                                from: source.baseAddress!.advanced(by: from), byteCount: GroupRecord.valueSize)
+                        }
+                    }
+                    slot += 1
+                }
+            }
+            if batch.count >= pagesPerBatch {
+                result.batches.append(batch)
+                batch = Dispatcher.Batch()
+            }
+        }
+        if batch.count > 0 { result.batches.append(batch) }
+        return result
+    }
+}
+
 /// The groups of one copy, read from the kernel on demand (and cached for one change).
 final class KernelGroups: GroupSource {
     let map: Map
     let labels: [UInt32: String]
+    /// ``GroupPages/bucketCount(capacity:)`` of the dispatcher.
+    let buckets: Int
     /// By protocol: whether IPv6 bindings that cover IPv4 exist (from the census).
     var covering: [Socket.Transport: Bool] = [.tcp: true, .udp: true]
     private var cache: [RuleSet.GroupKey: RuleSet.Group?] = [:]
+    /// Records by bucket, as read or last written.
+    private var bucketRecords: [UInt32: [(key: [UInt8], value: [UInt8])]] = [:]
 
-    init(map: Map, labels: [UInt32: String]) {
+    init(map: Map, labels: [UInt32: String], buckets: Int) {
         self.map = map
         self.labels = labels
+        self.buckets = buckets
     }
 
     func mayCoverIPv4(_ transport: Socket.Transport) -> Bool { covering[transport] ?? true }
 
+    private func records(_ bucket: UInt32) throws -> [(key: [UInt8], value: [UInt8])] {
+        if let cached = bucketRecords[bucket] { return cached }
+        var result: [(key: [UInt8], value: [UInt8])] = []
+        var page = 0
+        while let bytes = try map.lookup(GroupPages.key(bucket: bucket, page: page)) {
+            guard let (records, more) = GroupPages.records(bytes) else {
+                throw SteeringError.kernel("the groups table has an unreadable page; run sksteer apply")
+            }
+            result.append(contentsOf: records)
+            guard more else { break }
+            page += 1
+        }
+        bucketRecords[bucket] = result
+        return result
+    }
+
     func group(_ key: RuleSet.GroupKey) throws -> RuleSet.Group? {
         if let cached = cache[key] { return cached }
         var group = RuleSet.Group()
-        var page: UInt16 = 0
         var found = false
-        while let bytes = try map.lookup(GroupRecord.key(key, page: page)) {
+        for (recordKey, value) in try records(GroupPages.bucket(key, count: buckets)) {
+            guard let (owner, _) = GroupRecord.decodeKey(recordKey), owner == key else { continue }
             found = true
-            guard GroupRecord.decode(bytes, into: &group, labels: labels) else {
+            guard GroupRecord.decode(value, into: &group, labels: labels) else {
                 throw SteeringError.kernel("the groups table has an unreadable record; run sksteer apply")
             }
-            guard Int(bytes[0]) == GroupRecord.slots else { break }
-            page += 1
         }
         let result = found && !group.isEmpty ? group : nil
         cache[key] = .some(result)
         return result
     }
 
-    /// Replaces a group's records (or removes them when it is empty or nil).
+    /// Replaces a group's records (or removes them when it is empty or nil): its bucket's
+    /// pages are written again.
     func write(_ key: RuleSet.GroupKey, _ group: RuleSet.Group?, labelIDs: [String: UInt32]) throws {
-        let oldPages = try self.group(key).map { GroupRecord.encode($0, labels: labelIDs).count } ?? 0
-        let pages = group.flatMap { $0.isEmpty ? nil : GroupRecord.encode($0, labels: labelIDs) } ?? []
-        for (index, page) in pages.enumerated() { try map.update(GroupRecord.key(key, page: UInt16(index)), page) }
-        if pages.count < oldPages {
-            for index in pages.count..<oldPages { _ = try map.delete(GroupRecord.key(key, page: UInt16(index))) }
+        let bucket = GroupPages.bucket(key, count: buckets)
+        let old = try records(bucket)
+        var kept = old.filter { GroupRecord.decodeKey($0.key).map { $0.0 != key } ?? true }
+        if let group, !group.isEmpty {
+            for (index, page) in GroupRecord.encode(group, labels: labelIDs).enumerated() {
+                kept.append((GroupRecord.key(key, page: UInt16(index)), page))
+            }
         }
+        var packed: [UInt8] = []
+        for (recordKey, value) in kept { packed += recordKey + value }
+        var keys: [UInt8] = []
+        var values: [UInt8] = []
+        let pages = GroupPages.appendPages(bucket: bucket, records: packed, to: &keys, &values)
+        try map.updateBatch(keys: keys, values: values)
+        for page in pages..<max(pages, GroupPages.pages(records: old.count)) {
+            _ = try map.delete(GroupPages.key(bucket: bucket, page: page))
+        }
+        bucketRecords[bucket] = kept
         cache[key] = .some(group.flatMap { $0.isEmpty ? nil : $0 })
     }
 

@@ -24,7 +24,7 @@ struct Field: Sendable {
 /// lookup skips the tables that cannot match.
 public enum Layout {
     /// Bump when the maps change shape; `upgrade` migrates older state.
-    public static let schemaVersion: UInt32 = 2
+    public static let schemaVersion: UInt32 = 3
 
     /// Sockets per destination.
     public static let socketsPerDestination = 16

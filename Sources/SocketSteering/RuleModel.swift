@@ -169,19 +169,26 @@ struct RuleSet: Sendable {
     mutating func insert(_ binding: Binding) throws(SteeringError) -> Bool {
         try Self.check(binding)
         let key = Self.groupKey(binding)
-        var group = groups[key] ?? Group()
-        let existing = binding.ports.isAll ? group.all : group.finite[binding.ports]
+        // Changed in place (one lookup, no copy of the group's tables).
+        var existing: String?
+        do {
+            let group = groups[key, default: Group()]
+            existing = binding.ports.isAll ? group.all : group.finite[binding.ports]
+        }
         if let existing {
             if existing == binding.label { return false }
             throw .conflict(
                 "\(binding.transport) \(binding.prefix) \(binding.ports) is already bound to '\(existing)'; unbind it first"
             )
         }
-        if binding.ports.isAll { group.all = binding.label } else { group.finite[binding.ports] = binding.label }
-        if binding.noSocket == .pass { group.passes.insert(binding.ports) }
-        groups[key] = group
+        Self.add(binding, to: &groups[key, default: Group()])
         count += 1
         return true
+    }
+
+    private static func add(_ binding: Binding, to group: inout Group) {
+        if binding.ports.isAll { group.all = binding.label } else { group.finite[binding.ports] = binding.label }
+        if binding.noSocket == .pass { group.passes.insert(binding.ports) }
     }
 
     /// Removes a binding; returns the label it had, or nil if it was not there.
@@ -310,12 +317,14 @@ struct RuleSet: Sendable {
         var entries: [EntryKey: EntryValue] = [:]
         entries.reserveCapacity(count)
         for (groupKey, group) in groups {
-            var prefixes = [(groupKey.lane, groupKey.prefix)]
-            if Self.coversIPv4(groupKey) {
-                prefixes.append(
-                    (Lane(transport: groupKey.lane.transport, ipv6: false), FamilyPrefix(high: 0, low: 0, length: 0)))
-            }
-            for (lane, prefix) in prefixes {
+            // The group's own prefix, and IPv4 0.0.0.0/0 for an IPv6 prefix that covers IPv4
+            // (no array per group: a million groups would allocate a million).
+            let covers = Self.coversIPv4(groupKey)
+            for pass in 0..<(covers ? 2 : 1) {
+                let (lane, prefix) =
+                    pass == 1
+                    ? (Lane(transport: groupKey.lane.transport, ipv6: false), FamilyPrefix(high: 0, low: 0, length: 0))
+                    : (groupKey.lane, groupKey.prefix)
                 let table: Table = Int(prefix.length) == lane.addressBits ? .host : .exact
                 // At IPv4 0.0.0.0/0 the IPv6 groups that cover IPv4 compete too: ask them all.
                 if !lane.ipv6 && prefix.length == 0 {
@@ -340,10 +349,16 @@ struct RuleSet: Sendable {
                         label: label, mappedLength: length, portCount: UInt32(PortSet.all.count),
                         firstPort: PortSet.all.lower, passWithoutSocket: group.passes.contains(.all))
                 }
-                let sets =
-                    group.finite.count <= 1
-                    ? Array(group.finite)
-                    : group.finite.sorted { ($0.key.count, $0.key.lower) < ($1.key.count, $1.key.lower) }
+                if group.finite.count == 1, let (ports, label) = group.finite.first {
+                    let value = EntryValue(
+                        label: label, mappedLength: length, portCount: UInt32(ports.count), firstPort: ports.lower,
+                        passWithoutSocket: !group.passes.isEmpty && group.passes.contains(ports))
+                    for port in ports.lower...ports.upper {
+                        entries[EntryKey(lane: lane, table: table, port: port, prefix: prefix)] = value
+                    }
+                    continue
+                }
+                let sets = group.finite.sorted { ($0.key.count, $0.key.lower) < ($1.key.count, $1.key.lower) }
                 var taken = Set<UInt16>()
                 for (ports, label) in sets {
                     let value = EntryValue(

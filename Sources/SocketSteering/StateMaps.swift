@@ -17,7 +17,7 @@ struct CopyMaps: Sendable {
     var hostFilter: Map
     /// By lane and table.
     var tables: [Lane: [Table: Map]]
-    /// `HASH` ``GroupRecord``: the bindings this copy holds, by (lane, prefix).
+    /// `HASH` of ``GroupPages``: the bindings this copy holds, as ``GroupRecord``s by bucket.
     var groups: Map
     /// `ARRAY` of u32, ``Census``: how many all-ports bindings each (lane, mapped length) has.
     var census: Map
@@ -65,10 +65,15 @@ struct CopyMaps: Sendable {
             hostFilter: try Map.create(
                 type: .array, keySize: 4, valueSize: 8, maxEntries: Layout.HostFilter.words, name: "sks_hostfilter"),
             tables: tables,
-            groups: try Map.create(
-                type: .hash, keySize: GroupRecord.keySize, valueSize: GroupRecord.valueSize, maxEntries: capacity,
-                flags: Map.noPreallocate, name: "sks_groups"),
+            groups: try createGroups(capacity: capacity),
             census: try Map.create(type: .array, keySize: 4, valueSize: 4, maxEntries: Census.size, name: "sks_census"))
+    }
+
+    /// A new, empty `groups` table (``GroupPages``).
+    static func createGroups(capacity: Int) throws(BPFError) -> Map {
+        try Map.create(
+            type: .hash, keySize: GroupPages.keySize, valueSize: GroupPages.valueSize,
+            maxEntries: GroupPages.pageLimit(capacity: capacity), flags: Map.noPreallocate, name: "sks_groups")
     }
 
     static func open(index: Int, directory: String, readOnly: Bool) throws(BPFError) -> CopyMaps {

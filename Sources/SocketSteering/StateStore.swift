@@ -10,7 +10,7 @@ import Synchronization
 /// The commit protocol. Every change, one binding or a million, goes the same way:
 ///
 /// 1. `meta.pending` names the idle copy (the one the program does not read);
-/// 2. the change is written to the idle copy: entries, port flags, binding table;
+/// 2. the change is written to the idle copy: entries, port flags, binding listing (``GroupPages``);
 /// 3. a program over the idle copy is loaded and swapped in with one `BPF_LINK_UPDATE`
 ///    (the commit point: before it every connection sees the old rules, after it the new);
 /// 4. `meta.pending` names the other copy, which gets the same change;
@@ -82,10 +82,10 @@ extension Dispatcher {
         let old = timed("compile the current rules") { Compiled(current) }
         // The labels in use, gathered once (a pass over every group).
         let inUse = timed("gather the labels") { desired.labels }
-        // Into an empty rule set every group is new: written whole, without a copy.
-        let (groups, oldPages) =
-            current.groups.isEmpty
-            ? ([:], [:]) : timed("gather the changed groups") { Self.changedGroups(current, desired, plan) }
+        let buckets = try groupBuckets()
+        let (groups, oldPages) = timed("gather the changed groups") {
+            Self.changedGroups(current, desired, plan, buckets: buckets)
+        }
         let census = timed("count the census") { Census.counts(desired) }
         let oldCensus = Census.counts(current)
         let new = timed("wait for the new rules' compilation") { compiling.value }
@@ -94,8 +94,7 @@ extension Dispatcher {
         let write = timed("diff the tables") {
             CopyWrite(
                 entries: new.tables.changes(from: old.tables), ports: new.ports.changes(from: old.ports),
-                filter: new.filter.changes(from: old.filter), groups: groups,
-                wholeGroups: current.groups.isEmpty ? desired.groups : [:], oldPages: oldPages,
+                filter: new.filter.changes(from: old.filter), groups: groups, oldPages: oldPages, buckets: buckets,
                 census: Array(Set(census.keys).union(oldCensus.keys)).map { ($0, census[$0] ?? 0) },
                 count: UInt32(desired.count), labels: labels)
         }
@@ -104,41 +103,95 @@ extension Dispatcher {
         var labelIDs: [String: UInt32] = [:]
         if maps.bindingMetrics != nil { for (id, name) in try labelNames() { labelIDs[name] = id } }
         let deleteCounters = { try self.deleteBindingCounters(plan, labelIDs: labelIDs, desired: desired) }
-        try commit(cleanup: deleteCounters) { copy in try self.write(encoded, to: copy) }
+        try commit(cleanup: deleteCounters) { copy, _ in try self.write(encoded, to: copy) }
         try timed("collect the labels") { try collectLabels(inUse: inUse) }
     }
 
-    /// The groups a plan touches, as they are to be (nil: removed), and how many record pages
-    /// each had. (Into an empty rule set, ``commit(from:to:plan:compiling:)`` takes the
-    /// desired groups whole instead.)
-    static func changedGroups(_ current: RuleSet, _ desired: RuleSet, _ plan: Plan) -> (
-        groups: [RuleSet.GroupKey: RuleSet.Group?], oldPages: [RuleSet.GroupKey: Int]
-    ) {
-        var groups: [RuleSet.GroupKey: RuleSet.Group?] = [:]
-        var oldPages: [RuleSet.GroupKey: Int] = [:]
-        groups.reserveCapacity(plan.added.count + plan.removed.count)
-        for binding in [plan.added, plan.removed].joined() {
-            let key = RuleSet.groupKey(binding)
-            if groups.index(forKey: key) != nil { continue }
-            groups[key] = .some(desired.groups[key])
-            if let old = current.groups[key] {
-                oldPages[key] = max(1, (old.finite.count + GroupRecord.slots - 1) / GroupRecord.slots)
+    /// ``commit(from:to:plan:compiling:)`` into an empty rule set. Every group is new, so
+    /// the group records do not wait for the tables: they are encoded and written to the
+    /// idle copy while the tables compile on the other thread; then the tables follow on
+    /// both threads. If the tables turn out too large for the maps, the idle copy is
+    /// emptied again before the error is thrown.
+    func commitIntoEmpty(_ desired: RuleSet, labels inUse: Set<String>, compiling: Background<Compiled>) throws {
+        try checkCounts(desired, labels: inUse)
+        let census = timed("count the census") { Census.counts(desired) }
+        let labels = try timed("assign the labels") { try assignLabels(for: desired, labels: inUse) }
+        // The compiling thread goes on to list and encode the entries.
+        let count = UInt32(desired.count)
+        let encoding = Background { () -> (RuleTables, EncodedWrite) in
+            let new = compiling.value
+            let tables = Self.encodeTables(count: new.tables.entries.count, labels: labels) { body in
+                for (key, value) in new.tables.entries { body(key, value) }
             }
+            let write = EncodedWrite(
+                tables: tables, deletes: [], ports: new.ports.changes(from: PortWords(words: [:])).upserts,
+                filter: new.filter.changes(from: PortWords(words: [:])).upserts, groups: EncodedGroups(),
+                census: census.map { ($0.key, $0.value) }, count: count)
+            return (new.tables, write)
         }
-        return (groups, oldPages)
+        let buckets = try groupBuckets()
+        let groups = timed("encode the group records") {
+            GroupPages.encode(desired.groups, oldPages: [:], buckets: buckets, labels: labels)
+        }
+        var encoded: EncodedWrite?
+        let prepare = { (idle: Int) throws in
+            try self.timed("write \(groups.count) group pages") { try self.writeGroups(groups, to: idle) }
+            let (tables, entries) = self.timed("wait for the entries' compilation") { encoding.value }
+            do {
+                try self.timed("check the limits") { try self.checkLimits(desired, tables, labels: inUse) }
+            } catch {
+                // Nothing reads the idle copy: empty it again, so no repair is left to do.
+                try self.rebuild(copy: idle, from: 1 - idle)
+                try self.setPending(nil)
+                try self.collectLabels(inUse: [])
+                throw error
+            }
+            encoded = entries
+            encoded!.groups = groups
+        }
+        try commit(prepare: prepare) { copy, first in try self.write(encoded!, to: copy, groups: !first) }
+        try timed("collect the labels") { try collectLabels(inUse: inUse) }
     }
 
-    /// The commit protocol around a change written by `body` to one copy at a time;
-    /// `cleanup` runs after both copies are written, while the change is still pending (so
-    /// that the repair finishes it if it is interrupted).
-    func commit(cleanup: () throws -> Void = {}, _ body: (Int) throws -> Void) throws {
+    /// The groups of every bucket a plan touches, as they are to be, and how many pages each
+    /// of those buckets has now.
+    static func changedGroups(_ current: RuleSet, _ desired: RuleSet, _ plan: Plan, buckets: Int) -> (
+        groups: [RuleSet.GroupKey: RuleSet.Group], oldPages: [UInt32: Int]
+    ) {
+        var touched = Set<UInt32>()
+        for binding in [plan.added, plan.removed].joined() {
+            touched.insert(GroupPages.bucket(RuleSet.groupKey(binding), count: buckets))
+        }
+        var groups: [RuleSet.GroupKey: RuleSet.Group] = [:]
+        for (key, group) in desired.groups where touched.contains(GroupPages.bucket(key, count: buckets)) {
+            groups[key] = group
+        }
+        var records: [UInt32: Int] = [:]
+        for (key, group) in current.groups {
+            let bucket = GroupPages.bucket(key, count: buckets)
+            if touched.contains(bucket) { records[bucket, default: 0] += GroupRecord.pageCount(group) }
+        }
+        return (groups, records.mapValues(GroupPages.pages(records:)))
+    }
+
+    /// ``GroupPages/bucketCount(capacity:)`` of this dispatcher.
+    func groupBuckets() throws -> Int { GroupPages.bucketCount(capacity: Int(try maps.readMeta().capacity)) }
+
+    /// The commit protocol around a change written by `body` to one copy at a time (told
+    /// whether it is the first, the idle copy); `prepare` runs first on the idle copy, once
+    /// it is pending; `cleanup` runs after both copies are written, while the change is
+    /// still pending (so that the repair finishes it if it is interrupted).
+    func commit(
+        prepare: (Int) throws -> Void = { _ in }, cleanup: () throws -> Void = {}, _ body: (Int, Bool) throws -> Void
+    ) throws {
         let active = try activeCopy()
         let idle = 1 - active
         try setPending(idle)
-        try timed("write the idle copy") { try body(idle) }
+        try prepare(idle)
+        try timed("write the idle copy") { try body(idle, true) }
         try timed("switch") { try switchProgram(to: idle) }
         try setPending(active)
-        try timed("write the other copy") { try body(active) }
+        try timed("write the other copy") { try body(active, false) }
         try cleanup()
         try setPending(nil)
     }
@@ -148,7 +201,7 @@ extension Dispatcher {
     func change(adding: [Binding], removing: [Binding]) throws -> Plan {
         try requireWritable()
         let active = try activeCopy()
-        let probe = KernelGroups(map: maps.copies[active].groups, labels: try labelNames())
+        let probe = KernelGroups(map: maps.copies[active].groups, labels: try labelNames(), buckets: try groupBuckets())
         var added: [Binding] = []
         var removed: [Binding] = []
         var seen = Set<Binding.Rule>()
@@ -203,7 +256,7 @@ extension Dispatcher {
             labels[label] = try labelID(label, create: true)!
         }
         let deleteCounters = { try self.deleteBindingCounters(plan, labelIDs: labels) }
-        try commit(cleanup: deleteCounters) { copy in
+        try commit(cleanup: deleteCounters) { copy, _ in
             try self.write(changing: plan, labels: labels, count: UInt32(count), to: copy)
         }
         return plan
@@ -215,7 +268,7 @@ extension Dispatcher {
         let maps = self.maps.copies[copy]
         var names: [UInt32: String] = [:]
         for (name, id) in labels { names[id] = name }
-        let groups = KernelGroups(map: maps.groups, labels: names)
+        let groups = KernelGroups(map: maps.groups, labels: names, buckets: try groupBuckets())
         var census: [UInt32: UInt32] = [:]
         for (key, value) in try maps.census.entries() {
             census[BPF.value(UInt32.self, from: key)] = BPF.value(UInt32.self, from: value)
@@ -305,12 +358,8 @@ extension Dispatcher {
 
     /// Refuses rule sets larger than the maps.
     func checkLimits(_ rules: RuleSet, _ tables: RuleTables, labels known: Set<String>? = nil) throws {
+        try checkCounts(rules, labels: known)
         let capacity = Int(try maps.readMeta().capacity)
-        if rules.count > capacity {
-            throw SteeringError.limit(
-                "\(rules.count) bindings are more than this dispatcher holds (\(capacity)); unload and load with a"
-                    + " larger --max-bindings")
-        }
         let limit = CopyMaps.entryLimit(capacity: capacity)
         var tally = [Int](repeating: 0, count: Lane.allCases.count * Table.allCases.count)
         for key in tables.entries.keys { tally[key.lane.index * Table.allCases.count + Int(key.table.rawValue)] += 1 }
@@ -325,6 +374,17 @@ extension Dispatcher {
                 "the bindings need \(count) \(table) entries, more than the \(limit) this dispatcher holds (port"
                     + " ranges take one entry per port); load with a larger --max-bindings")
         }
+    }
+
+    /// Refuses rule sets with more bindings or labels than the maps hold (the part of
+    /// ``checkLimits(_:_:labels:)`` that needs no tables).
+    func checkCounts(_ rules: RuleSet, labels known: Set<String>? = nil) throws {
+        let capacity = Int(try maps.readMeta().capacity)
+        if rules.count > capacity {
+            throw SteeringError.limit(
+                "\(rules.count) bindings are more than this dispatcher holds (\(capacity)); unload and load with a"
+                    + " larger --max-bindings")
+        }
         let labels = known ?? rules.labels
         if labels.count > Layout.maxLabels {
             throw SteeringError.limit("\(labels.count) labels are more than the \(Layout.maxLabels) a dispatcher holds")
@@ -337,12 +397,12 @@ extension Dispatcher {
         var ports: (upserts: [(UInt32, UInt64)], deletes: [UInt32])
         /// Host filter words to write.
         var filter: (upserts: [(UInt32, UInt64)], deletes: [UInt32])
-        /// The groups to write (nil: remove).
-        var groups: [RuleSet.GroupKey: RuleSet.Group?]
-        /// Groups to write as well, none of them in `groups` (into an empty copy: all of them).
-        var wholeGroups: [RuleSet.GroupKey: RuleSet.Group] = [:]
-        /// How many records each of those groups has now.
-        var oldPages: [RuleSet.GroupKey: Int]
+        /// The groups of the buckets to write: every group in them.
+        var groups: [RuleSet.GroupKey: RuleSet.Group]
+        /// How many pages each of those buckets has now.
+        var oldPages: [UInt32: Int]
+        /// ``GroupPages/bucketCount(capacity:)``.
+        var buckets: Int
         /// Census counters to set.
         var census: [(UInt32, UInt32)]
         /// The bindings the copy holds afterwards.
@@ -390,144 +450,166 @@ extension Dispatcher {
     struct EncodedWrite {
         /// Per table (lane × 3 + table): its upserts, sorted by port and address so the trie's
         /// inserts walk nodes that are already in cache.
-        var tables: [(keys: [UInt8], values: [UInt8], count: Int)]
+        var tables: [Batch]
         var deletes: [EntryKey]
         var ports: [(UInt32, UInt64)]
         var filter: [(UInt32, UInt64)]
-        var groupKeys: [UInt8]
-        var groupValues: [UInt8]
-        var groupCount: Int
-        var staleGroups: [[UInt8]]
+        var groups: EncodedGroups
         var census: [(UInt32, UInt32)]
         var count: UInt32
     }
 
-    /// The group records of a change, as contiguous buffers, and the pages to delete.
-    static func encodeGroups(_ change: CopyWrite) -> (keys: [UInt8], values: [UInt8], count: Int, stale: [[UInt8]]) {
-        var groupKeys: [UInt8] = []
-        var groupValues: [UInt8] = []
-        var groupCount = 0
+    /// Keys and values for one batch update, back to back.
+    struct Batch: Sendable {
+        var keys: [UInt8] = []
+        var values: [UInt8] = []
+        var count = 0
+    }
+
+    /// A change's group pages (``GroupPages``), in batches (so that two threads can share
+    /// them), and the pages to delete.
+    struct EncodedGroups: Sendable {
+        var batches: [Batch] = []
         var stale: [[UInt8]] = []
-        let total = change.groups.count + change.wholeGroups.count
-        groupKeys.reserveCapacity(total * GroupRecord.keySize)
-        groupValues.reserveCapacity(total * GroupRecord.valueSize)
-        for (key, group) in change.wholeGroups {
-            let pages = GroupRecord.appendPages(group, labels: change.labels, to: &groupValues)
-            for index in 0..<pages { GroupRecord.appendKey(key, page: UInt16(index), to: &groupKeys) }
-            groupCount += pages
-        }
-        for (key, group) in change.groups {
-            let pages = group.map { GroupRecord.appendPages($0, labels: change.labels, to: &groupValues) } ?? 0
-            for index in 0..<pages { GroupRecord.appendKey(key, page: UInt16(index), to: &groupKeys) }
-            groupCount += pages
-            for index in pages..<max(pages, change.oldPages[key] ?? 0) {
-                stale.append(GroupRecord.key(key, page: UInt16(index)))
-            }
-        }
-        return (groupKeys, groupValues, groupCount, stale)
+        var count: Int { batches.reduce(0) { $0 + $1.count } }
     }
 
     func encode(_ change: CopyWrite) -> EncodedWrite {
         // The group records are encoded on a second thread meanwhile.
-        let records = Mutex<(keys: [UInt8], values: [UInt8], count: Int, stale: [[UInt8]])?>(nil)
-        let encoding = DispatchGroup()
-        DispatchQueue.global().async(group: encoding) {
-            let encoded = Self.encodeGroups(change)
-            records.withLock { $0 = encoded }
+        let records = Background {
+            GroupPages.encode(change.groups, oldPages: change.oldPages, buckets: change.buckets, labels: change.labels)
         }
+        return Self.encode(change, groups: records.value)
+    }
+
+    /// Encodes the entries of a change; `groups` (its group records, encoded already or on
+    /// another thread meanwhile) is waited for at the end.
+    static func encode(_ change: CopyWrite, groups: @autoclosure () -> EncodedGroups) -> EncodedWrite {
+        let upserts = change.entries.upserts
+        let tables = encodeTables(count: upserts.count, labels: change.labels) { body in
+            for (key, value) in upserts { body(key, value) }
+        }
+        return EncodedWrite(
+            tables: tables, deletes: change.entries.deletes, ports: change.ports.upserts, filter: change.filter.upserts,
+            groups: groups(), census: change.census, count: change.count)
+    }
+
+    /// Entries to upsert (given by `forEach`, about `count` of them) as one batch per table
+    /// (lane × 3 + table), each sorted by port and address so the trie's inserts walk nodes
+    /// that are already in cache.
+    static func encodeTables(
+        count: Int, labels: [String: UInt32], _ forEach: ((EntryKey, EntryValue) -> Void) -> Void
+    ) -> [Batch] {
         let tableCount = Table.allCases.count
-        // Sort handles, not entries: (port, address, length) and the entry's index.
+        // Sorted as plain values: the key's fields and the value's, with its label's id (no
+        // reference counting in the sort).
         struct Handle {
             var port: UInt16
             var high: UInt64
             var low: UInt64
             var length: UInt8
-            var index: Int32
+            var mappedLength: UInt8
+            var checkWildcard: Bool
+            var passWithoutSocket: Bool
+            var label: UInt32
+            var portCount: UInt32
+            var firstPort: UInt16
         }
         var buckets = [[Handle]](repeating: [], count: Lane.allCases.count * tableCount)
-        let upserts = change.entries.upserts
-        for (index, (key, _)) in upserts.enumerated() {
+        var lastLabel = ""
+        var lastID: UInt32 = 0
+        forEach { key, value in
+            if value.label != lastLabel {
+                lastLabel = value.label
+                lastID = labels[value.label]!
+            }
             buckets[key.lane.index * tableCount + Int(key.table.rawValue)].append(
                 Handle(
                     port: key.port, high: key.prefix.high, low: key.prefix.low, length: key.prefix.length,
-                    index: Int32(index)))
+                    mappedLength: value.mappedLength, checkWildcard: value.checkWildcard,
+                    passWithoutSocket: value.passWithoutSocket, label: lastID, portCount: value.portCount,
+                    firstPort: value.firstPort))
         }
-        var tables: [(keys: [UInt8], values: [UInt8], count: Int)] = []
-        var lastLabel = ""
-        var lastID: UInt32 = 0
-        for var handles in buckets {
+        var tables: [Batch] = []
+        for (index, var handles) in buckets.enumerated() {
+            let lane = Lane.allCases[index / tableCount]
+            let table = Table.allCases[index % tableCount]
             handles.sort { ($0.port, $0.high, $0.low, $0.length) < ($1.port, $1.high, $1.low, $1.length) }
-            var keys: [UInt8] = []
-            var values: [UInt8] = []
-            if let first = handles.first {
-                let key = upserts[Int(first.index)].0
-                keys.reserveCapacity(handles.count * Layout.keySize(key.table, key.lane))
-                values.reserveCapacity(handles.count * Layout.EntryValueLayout.size)
-            }
+            var batch = Batch()
+            batch.keys.reserveCapacity(handles.count * Layout.keySize(table, lane))
+            batch.values.reserveCapacity(handles.count * Layout.EntryValueLayout.size)
             for handle in handles {
-                let (key, value) = upserts[Int(handle.index)]
-                if value.label != lastLabel {
-                    lastLabel = value.label
-                    lastID = change.labels[value.label]!
-                }
-                Layout.append(key, to: &keys)
-                Layout.append(value, label: lastID, lane: key.lane, to: &values)
+                let key = EntryKey(
+                    lane: lane, table: table, port: handle.port,
+                    prefix: FamilyPrefix(high: handle.high, low: handle.low, length: Int(handle.length)))
+                let value = EntryValue(
+                    label: "", mappedLength: handle.mappedLength, portCount: handle.portCount,
+                    firstPort: handle.firstPort, checkWildcard: handle.checkWildcard,
+                    passWithoutSocket: handle.passWithoutSocket)
+                Layout.append(key, to: &batch.keys)
+                Layout.append(value, label: handle.label, lane: lane, to: &batch.values)
             }
-            tables.append((keys, values, handles.count))
+            batch.count = handles.count
+            tables.append(batch)
         }
-        encoding.wait()
-        let groups = records.withLock { $0.take()! }
-        return EncodedWrite(
-            tables: tables, deletes: change.entries.deletes, ports: change.ports.upserts, filter: change.filter.upserts,
-            groupKeys: groups.keys, groupValues: groups.values, groupCount: groups.count, staleGroups: groups.stale,
-            census: change.census, count: change.count)
+        return tables
     }
 
     /// Writes a change to one copy. The copy is not read by the program while this runs.
     func write(_ change: CopyWrite, to copy: Int) throws { try write(encode(change), to: copy) }
 
-    /// Writes an encoded change to one copy. The copy is not read by the program while this runs.
-    func write(_ change: EncodedWrite, to copy: Int) throws {
+    /// Writes an encoded change to one copy (without its group records when `groups` is
+    /// false: they were written already). The copy is not read by the program while this runs.
+    func write(_ change: EncodedWrite, to copy: Int, groups: Bool = true) throws {
         let maps = self.maps.copies[copy]
         let tableCount = Table.allCases.count
-        // The group records go in on a second thread while the tables are written: the
-        // kernel inserts into different maps, and this machine class has more than one core.
-        let groups = maps.groups
-        let (keys, values) = (change.groupKeys, change.groupValues)
-        let failure = Mutex<BPFError?>(nil)
-        let groupWrite = DispatchGroup()
-        DispatchQueue.global().async(group: groupWrite) {
-            do throws(BPFError) {
-                try groups.updateBatch(keys: keys, values: values)
-            } catch {
-                failure.withLock { $0 = error }
+        // The batches go in on two threads: the kernel inserts into different maps (or into
+        // different buckets of the groups hash), and this machine class has more than one core.
+        var jobs: [ParallelJob] = []
+        let logger = self.logger
+        for lane in Lane.allCases {
+            for table in Table.allCases {
+                let entries = change.tables[lane.index * tableCount + Int(table.rawValue)]
+                guard entries.count > 0 else { continue }
+                let map = maps.tables[lane]![table]!
+                jobs.append(
+                    ParallelJob(cost: entries.count) { () throws(BPFError) in
+                        let start = DispatchTime.now().uptimeNanoseconds
+                        try map.updateBatch(keys: entries.keys, values: entries.values)
+                        let milliseconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e6
+                        logger.debug("write \(entries.count) \(lane) \(table) entries: \(milliseconds) ms")
+                    })
             }
         }
-        do {
-            for lane in Lane.allCases {
-                for table in Table.allCases {
-                    let entries = change.tables[lane.index * tableCount + Int(table.rawValue)]
-                    if entries.count > 0 {
-                        try timed("write \(entries.count) \(lane) \(table) entries") {
-                            try maps.tables[lane]![table]!.updateBatch(keys: entries.keys, values: entries.values)
-                        }
-                    }
-                }
+        if groups {
+            for batch in change.groups.batches {
+                jobs.append(
+                    ParallelJob(cost: batch.count) { () throws(BPFError) in
+                        try maps.groups.updateBatch(keys: batch.keys, values: batch.values)
+                    })
             }
-        } catch {
-            groupWrite.wait()
-            throw error
         }
-        timed("wait for the \(change.groupCount) group records") { groupWrite.wait() }
-        if let error = failure.withLock({ $0 }) { throw error }
+        try timed("write \(jobs.count) batches on two threads") { try ParallelJob.run(jobs) }
         for key in change.deletes { _ = try maps.map(key).delete(Layout.encode(key)) }
         try maps.ports.updateBatch(change.ports.map { (rawBytes(of: $0.0), rawBytes(of: $0.1)) })
         try maps.hostFilter.updateBatch(change.filter.map { (rawBytes(of: $0.0), rawBytes(of: $0.1)) })
-        for key in change.staleGroups { _ = try maps.groups.delete(key) }
+        if groups { for key in change.groups.stale { _ = try maps.groups.delete(key) } }
         try maps.census.updateBatch(change.census.map { (rawBytes(of: $0.0), rawBytes(of: $0.1)) })
         var meta = try self.maps.readMeta()
         meta.counts[copy] = change.count
         try self.maps.writeMeta(meta)
+    }
+
+    /// Writes group records to one copy, on two threads.
+    func writeGroups(_ groups: EncodedGroups, to copy: Int) throws {
+        let map = maps.copies[copy].groups
+        try ParallelJob.run(
+            groups.batches.map { batch in
+                ParallelJob(cost: batch.count) { () throws(BPFError) in
+                    try map.updateBatch(keys: batch.keys, values: batch.values)
+                }
+            })
+        for key in groups.stale { _ = try map.delete(key) }
     }
 
     /// Loads a program over `copy` and swaps it in through the pinned link.
@@ -621,8 +703,8 @@ extension Dispatcher {
         let write = CopyWrite(
             entries: tables.changes(from: RuleTables(entries: [:])),
             ports: Self.portWords(tables).changes(from: PortWords(words: [:])),
-            filter: Self.filterWords(tables).changes(from: PortWords(words: [:])), groups: [:],
-            wholeGroups: rules.groups, oldPages: [:],
+            filter: Self.filterWords(tables).changes(from: PortWords(words: [:])), groups: rules.groups,
+            oldPages: [:], buckets: try groupBuckets(),
             census: Census.counts(rules).map { ($0.key, $0.value) }, count: UInt32(rules.count),
             labels: try assignLabels(for: rules))
         var maps = self.maps
@@ -695,6 +777,41 @@ extension Dispatcher {
             }
             if !hasSockets { _ = try maps.labels.delete(Self.labelKey(name)) }
         }
+    }
+}
+
+/// A piece of independent work for ``run(_:)``.
+struct ParallelJob: Sendable {
+    /// How long it takes, relative to the others (entries to write).
+    var cost: Int
+    var body: @Sendable () throws(BPFError) -> Void
+
+    init(cost: Int, _ body: @escaping @Sendable () throws(BPFError) -> Void) {
+        self.cost = cost
+        self.body = body
+    }
+
+    /// Runs the jobs on two threads (this one and one more), the costliest first, each
+    /// thread taking the next job when it is done; throws the first error once both stop.
+    static func run(_ jobs: [ParallelJob]) throws(BPFError) {
+        let sorted = jobs.sorted { $0.cost > $1.cost }
+        let next = Mutex(0)
+        let failure = Mutex<BPFError?>(nil)
+        DispatchQueue.concurrentPerform(iterations: min(2, sorted.count)) { _ in
+            while true {
+                let index = next.withLock { (value: inout Int) -> Int in
+                    defer { value += 1 }
+                    return value
+                }
+                guard index < sorted.count, failure.withLock({ $0 == nil }) else { return }
+                do throws(BPFError) {
+                    try sorted[index].body()
+                } catch {
+                    failure.withLock { $0 = $0 ?? error }
+                }
+            }
+        }
+        if let error = failure.withLock({ $0 }) { throw error }
     }
 }
 

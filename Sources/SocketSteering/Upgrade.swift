@@ -87,5 +87,40 @@ extension Dispatcher {
 /// but the SOCKMAP, which cannot be migrated (the kernel does not hand sockets back out), so
 /// such state is unloaded and loaded again, and its sockets registered again.
 enum Upgrade {
-    static let migrations: [UInt32: @Sendable (Dispatcher) throws -> Void] = [:]
+    static let migrations: [UInt32: @Sendable (Dispatcher) throws -> Void] = [2: pageGroups]
+
+    /// Layout 2 to 3: each copy's `groups` table held one ``GroupRecord`` per map element;
+    /// layout 3 packs them into ``GroupPages``. The program does not read these tables, so
+    /// each is replaced by a new map under its pin name (pinned beside it, then renamed over
+    /// it). A copy whose table has pages already is skipped, so an interrupted migration
+    /// finishes when `upgrade` runs again.
+    static func pageGroups(_ dispatcher: Dispatcher) throws {
+        let capacity = Int(try dispatcher.maps.readMeta().capacity)
+        let buckets = GroupPages.bucketCount(capacity: capacity)
+        for copy in 0..<2 {
+            let old = dispatcher.maps.copies[copy].groups
+            guard old.keySize == GroupRecord.keySize else { continue }
+            var byBucket: [UInt32: [UInt8]] = [:]
+            for (key, value) in try old.entries() {
+                guard let (group, _) = GroupRecord.decodeKey(key), value.count == GroupRecord.valueSize else {
+                    throw SteeringError.kernel("the groups table of copy \(copy) has an unreadable record")
+                }
+                byBucket[GroupPages.bucket(group, count: buckets), default: []] += key + value
+            }
+            var keys: [UInt8] = []
+            var values: [UInt8] = []
+            for (bucket, records) in byBucket {
+                _ = GroupPages.appendPages(bucket: bucket, records: records, to: &keys, &values)
+            }
+            let fresh = try CopyMaps.createGroups(capacity: capacity)
+            try fresh.updateBatch(keys: keys, values: values)
+            let path = "\(dispatcher.directory)/c\(copy)-groups"
+            unlink(path + "-next")
+            try Dispatcher.pin(fresh, at: path + "-next")
+            guard rename(path + "-next", path) == 0 else {
+                throw SteeringError.kernel("cannot replace \(path): \(errnoDescription(errno))")
+            }
+            dispatcher.maps.copies[copy].groups = fresh
+        }
+    }
 }

@@ -145,6 +145,64 @@ struct BehaviourTests {
         }
     }
 
+    /// State of layout 2 (one map element per group record) is refused until `upgrade`
+    /// migrates it to pages, keeping every binding, socket and connection; then changes work.
+    @Test func layoutTwoIsMigratedByUpgrade() throws {
+        try exclusively {
+            let f = try Fixture()
+            try f.serve("web", .tcp, .loopback4, 0, label: "web")
+            try f.serve("wide", .tcp, .loopback4, 0, label: "wide")
+            try f.bind("web", "tcp", "127.0.0.1", "80")
+            try f.bind("wide", "tcp", "127.0.0.0/8", "*")
+            try f.bind("web", "udp", "::/0", "53")
+            // Ten port sets on one prefix: a group of two records.
+            for port in 1000..<1010 { try f.bind("web", "tcp", "127.0.0.2", "\(port)") }
+            let before = try f.dispatcher(readOnly: true).bindings()
+            // Write the groups as layout 2 did, one record per element, over both copies.
+            do {
+                let d = try f.dispatcher()
+                var ids: [String: UInt32] = [:]
+                for (id, name) in try d.labelNames() { ids[name] = id }
+                for copy in 0..<2 {
+                    let old = try Map.create(
+                        type: .hash, keySize: GroupRecord.keySize, valueSize: GroupRecord.valueSize,
+                        maxEntries: 65536, flags: Map.noPreallocate, name: "sks_groups")
+                    for (key, group) in try d.ruleSet(copy: copy).groups {
+                        for (page, value) in GroupRecord.encode(group, labels: ids).enumerated() {
+                            try old.update(GroupRecord.key(key, page: UInt16(page)), value)
+                        }
+                    }
+                    let path = "\(d.directory)/c\(copy)-groups"
+                    unlink(path)
+                    try old.pin(at: path)
+                }
+                var meta = try d.maps.readMeta()
+                meta.schema = 2
+                try d.maps.writeMeta(meta)
+            }
+            #expect {
+                try f.bind("web", "tcp", "127.0.0.1", "81")
+            } throws: { "\($0)".contains("run sksteer upgrade") }
+            #expect(try f.land(.tcp, "127.0.0.1", 80) == "web")
+            let result = try Dispatcher.upgrade(namespace: f.namespace, bpffs: f.bpffs.path)
+            #expect(result.migratedFrom == 2)
+            let d = try f.dispatcher()
+            #expect(try d.maps.readMeta().schema == Layout.schemaVersion)
+            for copy in 0..<2 {
+                #expect(d.maps.copies[copy].groups.keySize == GroupPages.keySize)
+                #expect(Set(try d.bindings(copy: copy)) == Set(before), "copy \(copy)")
+            }
+            #expect(try f.land(.tcp, "127.0.0.1", 80) == "web")
+            #expect(try f.land(.tcp, "127.0.0.2", 1009) == "web")
+            #expect(try f.land(.tcp, "127.0.0.3", 80) == "wide")
+            try d.bind(binding("web", "tcp", "127.0.0.2", "1010"))
+            try d.unbind(binding("web", "tcp", "127.0.0.2", "1000"))
+            #expect(try f.land(.tcp, "127.0.0.2", 1010) == "web")
+            #expect(try f.land(.tcp, "127.0.0.2", 1000) == "wide")
+            #expect(try d.bindings().count == before.count)
+        }
+    }
+
     /// State of a layout this sksteer cannot migrate (older or newer) is refused with what to
     /// do, and `unload` still removes it.
     @Test func otherLayoutsAreRefusedAndUnloadable() throws {

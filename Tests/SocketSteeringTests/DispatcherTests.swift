@@ -155,6 +155,36 @@ struct DispatcherTests {
         }
     }
 
+    /// An apply into an empty dispatcher, too large for the incremental path, whose port
+    /// ranges need more entries than a table holds: it is refused after its group records
+    /// went to the idle copy, and leaves nothing behind (no bindings in either copy, no
+    /// pending repair, no label), so the next change goes as if it had not been tried.
+    @Test func anApplyTooLargeForTheTablesLeavesNothing() throws {
+        try exclusively {
+            let f = try Fixture(maxBindings: 2100)
+            try f.serve("web", .tcp, .loopback4, 0, label: "web")
+            // 2,001 bindings of 40 ports each: 80,040 host entries, more than the
+            // 2 × 2,100 + 65,536 = 69,736 a table of this dispatcher holds.
+            let wide = (0...Dispatcher.smallChange).map {
+                binding("wide", "tcp", "127.1.\($0 / 250).\($0 % 250 + 1)", "1000-1039")
+            }
+            do {
+                try f.dispatcher().apply(wide)
+                Issue.record("an apply of 80,040 host entries into tables of 69,736 was accepted")
+            } catch let error as SteeringError {
+                guard case .limit(let message) = error else { throw error }
+                #expect(message.contains("80040 tcp4 host entries"), "\(message)")
+            }
+            let d = try f.dispatcher()
+            #expect(try d.maps.readMeta().pending == 0)
+            for copy in 0..<2 { #expect(try d.bindings(copy: copy).isEmpty, "copy \(copy)") }
+            #expect(try d.labelNames().values.sorted() == ["web"])
+            try d.apply([binding("web", "tcp", "127.1.0.1", "1000")])
+            #expect(try f.land(.tcp, "127.1.0.1", 1000) == "web")
+            #expect(try f.land(.tcp, "127.1.0.1", 1001) == "refused")
+        }
+    }
+
     @Test func badInputChangesNothing() throws {
         try exclusively {
             let f = try Fixture()

@@ -191,3 +191,74 @@ enum RandomRules {
         #expect(Array(values.dropFirst()) == Layout.encode(value, label: 77, lane: lane))
     }
 }
+
+/// Group pages hold exactly the records of their groups: a seeded rule set (groups of one to
+/// twenty port sets) packed into 16 buckets (so most buckets take several pages) unpacks to
+/// the records `GroupRecord.encode` makes, each in the bucket of its group; a second
+/// encoding with fewer groups names the pages it leaves behind as stale.
+@Test(arguments: [1, 2, 3] as [UInt64])
+func groupPagesHoldEveryRecordOnce(seed: UInt64) throws {
+    var rng = SeededGenerator(seed: seed)
+    var rules = RuleSet()
+    for _ in 0..<600 { _ = try? rules.insert(RandomRules.binding(using: &rng)) }
+    for port in 1...20 { try rules.insert(binding("many", "tcp", "10.9.0.0/16", "\(port)")) }
+    var labels: [String: UInt32] = [:]
+    for (index, label) in rules.labels.sorted().enumerated() { labels[label] = UInt32(index) }
+    let buckets = 16
+    let encoded = GroupPages.encode(rules.groups, oldPages: [:], buckets: buckets, labels: labels, pagesPerBatch: 7)
+    #expect(encoded.stale.isEmpty)
+    #expect(encoded.batches.count > 1)
+    var expected: [[UInt8]: [UInt8]] = [:]
+    var recordsPerBucket: [UInt32: Int] = [:]
+    for (key, group) in rules.groups {
+        for (page, value) in GroupRecord.encode(group, labels: labels).enumerated() {
+            expected[GroupRecord.key(key, page: UInt16(page))] = value
+        }
+        recordsPerBucket[GroupPages.bucket(key, count: buckets), default: 0] += GroupRecord.pageCount(group)
+    }
+    var found: [[UInt8]: [UInt8]] = [:]
+    var pagesPerBucket: [UInt32: [UInt32]] = [:]
+    for batch in encoded.batches {
+        #expect(batch.keys.count == batch.count * GroupPages.keySize)
+        #expect(batch.values.count == batch.count * GroupPages.valueSize)
+        for index in 0..<batch.count {
+            let key = Array(batch.keys[(index * 8)..<(index * 8 + 8)])
+            let bucket = value(UInt32.self, from: key[0..<4])
+            let page = value(UInt32.self, from: key[4..<8])
+            pagesPerBucket[bucket, default: []].append(page)
+            let bytes = Array(batch.values[(index * GroupPages.valueSize)..<((index + 1) * GroupPages.valueSize)])
+            let (records, more) = try #require(GroupPages.records(bytes))
+            #expect(more == (Int(page) + 1 < GroupPages.pages(records: recordsPerBucket[bucket] ?? 0)))
+            for (recordKey, recordValue) in records {
+                let (group, _) = try #require(GroupRecord.decodeKey(recordKey))
+                #expect(GroupPages.bucket(group, count: buckets) == bucket)
+                #expect(found.updateValue(recordValue, forKey: recordKey) == nil, "a record twice")
+            }
+        }
+    }
+    #expect(found == expected)
+    for (bucket, pages) in pagesPerBucket {
+        #expect(pages == (0..<UInt32(GroupPages.pages(records: recordsPerBucket[bucket]!))).map { $0 })
+    }
+    // Half the groups gone: pages beyond each bucket's new count are stale, and a bucket
+    // left empty loses all of its pages.
+    let kept = Dictionary(
+        uniqueKeysWithValues: rules.groups.sorted { $0.key.prefix < $1.key.prefix }.prefix(100).map {
+            ($0.key, $0.value)
+        })
+    var oldPages: [UInt32: Int] = [:]
+    for (bucket, records) in recordsPerBucket { oldPages[bucket] = GroupPages.pages(records: records) }
+    let smaller = GroupPages.encode(kept, oldPages: oldPages, buckets: buckets, labels: labels)
+    var newRecords: [UInt32: Int] = [:]
+    for (key, group) in kept {
+        newRecords[GroupPages.bucket(key, count: buckets), default: 0] += GroupRecord.pageCount(group)
+    }
+    var stale = Set<[UInt8]>()
+    for (bucket, pages) in oldPages {
+        for page in GroupPages.pages(records: newRecords[bucket] ?? 0)..<pages {
+            stale.insert(GroupPages.key(bucket: bucket, page: page))
+        }
+    }
+    #expect(Set(smaller.stale) == stale)
+    #expect(!stale.isEmpty)
+}
