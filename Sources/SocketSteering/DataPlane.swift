@@ -263,18 +263,25 @@ enum DataPlane {
         body.append(.jump(.jset, .r8, Int32(Layout.PortFlags.host), to: Label("host_\(name)")))
         body.append(.ja(to: noHost))
         body.append(.label(Label("host_\(name)")))
-        // The host filter's bit for (lane, port, address): not set, no host entry.
+        // The host filter's bit for (lane, port, address): not set, no host entry. A start
+        // hashed from the lane, port and all address words but the last, plus the last word
+        // as a number (byte-swapped to host order), so nearby addresses share filter lines.
         body += [
             .instruction(.mov32(.r2, .r7)),
             .instruction(.or32(.r2, Int32(lane.index << 16))),
         ]
-        for word in 0..<(lane.addressSize / 4) {
+        let lastWord = lane.addressSize / 4 - 1
+        for word in 0..<lastWord {
             body.append(.instruction(.ldx(.w, .r3, .r10, exactKeyAddress + Int16(4 * word))))
             body.append(.instruction(.alu(.xor, .r2, .r3, is64: false)))
         }
         body += [
             .instruction(.mul32(.r2, Int32(bitPattern: Layout.HostFilter.multiplier))),
             .instruction(.rsh32(.r2, Int32(32 - Layout.HostFilter.bits))),
+            .instruction(.ldx(.w, .r3, .r10, exactKeyAddress + Int16(4 * lastWord))),
+            .instruction(.be(.r3, 32)),
+            .instruction(.add32(.r2, .r3)),
+            .instruction(.and32(.r2, Int32(Layout.HostFilter.mask))),
             .instruction(.mov32(.r9, .r2)),
             .instruction(.rsh32(.r2, 6)),
             .instruction(.stx(.w, .r10, .r2, scratch)),

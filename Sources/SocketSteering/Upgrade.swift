@@ -37,7 +37,9 @@ extension Dispatcher {
         }
         while meta.schema < Layout.schemaVersion {
             guard let migrate = Upgrade.migrations[meta.schema] else {
-                throw SteeringError.conflict("no migration from layout \(meta.schema); unload and load again")
+                throw SteeringError.conflict(
+                    "no migration from layout \(meta.schema): sksteer unload, load, apply the bindings and register the sockets again"
+                )
             }
             logger.info("migrating", metadata: ["from": "\(meta.schema)"])
             migratedFrom = migratedFrom ?? meta.schema
@@ -87,7 +89,7 @@ extension Dispatcher {
 /// but the SOCKMAP, which cannot be migrated (the kernel does not hand sockets back out), so
 /// such state is unloaded and loaded again, and its sockets registered again.
 enum Upgrade {
-    static let migrations: [UInt32: @Sendable (Dispatcher) throws -> Void] = [2: pageGroups]
+    static let migrations: [UInt32: @Sendable (Dispatcher) throws -> Void] = [2: pageGroups, 3: nearbyHostFilter]
 
     /// Layout 2 to 3: each copy's `groups` table held one ``GroupRecord`` per map element;
     /// layout 3 packs them into ``GroupPages``. The program does not read these tables, so
@@ -121,6 +123,36 @@ enum Upgrade {
                 throw SteeringError.kernel("cannot replace \(path): \(errnoDescription(errno))")
             }
             dispatcher.maps.copies[copy].groups = fresh
+        }
+    }
+
+    /// Layout 3 to 4: the host filter's bits moved (``Layout/HostFilter``: nearby addresses,
+    /// nearby bits). Each copy's filter gets the new bits of its host entries added to the
+    /// old ones, never cleared, so the program attached until the upgrade's link update
+    /// (which reads the old bits) and the new one both find every host entry; an old bit
+    /// left over only costs a probe. Running it again adds nothing new.
+    static func nearbyHostFilter(_ dispatcher: Dispatcher) throws {
+        for copy in 0..<2 {
+            let maps = dispatcher.maps.copies[copy]
+            var added: [UInt32: UInt64] = [:]
+            for lane in Lane.allCases {
+                for key in try maps.tables[lane]![.host]!.keys() {
+                    guard key.count == Layout.HostKey.size(lane) else {
+                        throw SteeringError.kernel("the host table of copy \(copy) (\(lane)) has an unreadable key")
+                    }
+                    let portField = Layout.HostKey.port
+                    let port = BPF.value(UInt16.self, from: Array(key[portField.offset..<portField.end]))
+                    let address = Array(key[Layout.HostKey.address(lane).offset...])
+                    let bit = Layout.HostFilter.bit(lane: lane, port: port, address: address)
+                    added[bit >> 6, default: 0] |= 1 << UInt64(bit & 63)
+                }
+            }
+            var words: [(key: [UInt8], value: [UInt8])] = []
+            for (word, bits) in added {
+                let old = try maps.hostFilter.lookup(rawBytes(of: word)).map { BPF.value(UInt64.self, from: $0) } ?? 0
+                if old | bits != old { words.append((rawBytes(of: word), rawBytes(of: old | bits))) }
+            }
+            try maps.hostFilter.updateBatch(words)
         }
     }
 }

@@ -203,6 +203,51 @@ struct BehaviourTests {
         }
     }
 
+    /// State of layout 3 (host filter bits hashed from the whole address) is refused until
+    /// `upgrade` adds the new bits of every host entry to both copies' filters; with only old
+    /// bits (here: none), this sksteer's program would not find the host entries.
+    @Test func layoutThreeIsMigratedByUpgrade() throws {
+        try exclusively {
+            let f = try Fixture()
+            try f.serve("web", .tcp, .loopback4, 0, label: "web")
+            try f.serve("web6", .tcp, .loopback6, 0, label: "web")
+            try f.serve("wide", .tcp, .loopback4, 0, label: "wide")
+            try f.serve("wide6", .tcp, .loopback6, 0, label: "wide")
+            try f.bind("web", "tcp", "127.0.0.1", "80")
+            try f.bind("web", "tcp", "::1", "80")
+            try f.bind("wide", "tcp", "127.0.0.0/8", "*")
+            try f.bind("wide", "tcp", "::/0", "*")
+            // Changed once more so that both copies hold the host entries.
+            try f.bind("wide", "tcp", "127.0.0.0/8", "81")
+            #expect(try f.land(.tcp, "127.0.0.1", 80) == "web")
+            #expect(try f.land(.tcp, "::1", 80) == "web6")
+            do {
+                let d = try f.dispatcher()
+                let zeros = (0..<UInt32(Layout.HostFilter.words)).map { (rawBytes(of: $0), rawBytes(of: UInt64(0))) }
+                for copy in 0..<2 { try d.maps.copies[copy].hostFilter.updateBatch(zeros) }
+                var meta = try d.maps.readMeta()
+                meta.schema = 3
+                try d.maps.writeMeta(meta)
+            }
+            // The filters say no host entries: the all-ports bindings win.
+            #expect(try f.land(.tcp, "127.0.0.1", 80) == "wide")
+            #expect(try f.land(.tcp, "::1", 80) == "wide6")
+            #expect {
+                try f.bind("web", "tcp", "127.0.0.1", "82")
+            } throws: { "\($0)".contains("run sksteer upgrade") }
+            let result = try Dispatcher.upgrade(namespace: f.namespace, bpffs: f.bpffs.path)
+            #expect(result.migratedFrom == 3)
+            #expect(try f.dispatcher().maps.readMeta().schema == Layout.schemaVersion)
+            #expect(try f.land(.tcp, "127.0.0.1", 80) == "web")
+            #expect(try f.land(.tcp, "::1", 80) == "web6")
+            // The other copy was migrated too: the next change switches to it.
+            try f.bind("web", "tcp", "127.0.0.1", "82")
+            #expect(try f.land(.tcp, "127.0.0.1", 80) == "web")
+            #expect(try f.land(.tcp, "::1", 80) == "web6")
+            #expect(try f.land(.tcp, "127.0.0.1", 82) == "web")
+        }
+    }
+
     /// State of a layout this sksteer cannot migrate (older or newer) is refused with what to
     /// do, and `unload` still removes it.
     @Test func otherLayoutsAreRefusedAndUnloadable() throws {

@@ -262,3 +262,28 @@ func groupPagesHoldEveryRecordOnce(seed: UInt64) throws {
     #expect(Set(smaller.stale) == stale)
     #expect(!stale.isEmpty)
 }
+
+/// The host filter keeps nearby addresses together: the 256 addresses of an IPv4 /24 or of
+/// an IPv6 /120 on one port take 256 consecutive bits (modulo the filter), so connections to
+/// one prefix read 4 or 5 words of it, not 256 random ones; another port starts elsewhere.
+@Test func hostFilterBitsOfAPrefixAreConsecutive() {
+    var generator = SeededGenerator(seed: 5)
+    for _ in 0..<500 {
+        let lane = Lane.allCases.randomElement(using: &generator)!
+        let port = UInt16.random(in: 0...65535, using: &generator)
+        var address = (0..<lane.addressSize).map { _ in UInt8.random(in: 0...255, using: &generator) }
+        address[address.count - 1] = 0
+        var bits: [UInt32] = []
+        for last in 0..<256 {
+            address[address.count - 1] = UInt8(last)
+            bits.append(Layout.HostFilter.bit(lane: lane, port: port, address: address))
+        }
+        #expect(bits.allSatisfy { $0 <= Layout.HostFilter.mask })
+        for (index, bit) in bits.enumerated() {
+            #expect(bit == (bits[0] &+ UInt32(index)) & Layout.HostFilter.mask)
+        }
+        #expect(Set(bits.map { $0 >> 6 }).count <= 5)
+        let otherPort = port &+ 1
+        #expect(Layout.HostFilter.bit(lane: lane, port: otherPort, address: address) != bits[255])
+    }
+}
