@@ -191,6 +191,16 @@ public final class Map: Sendable, CustomStringConvertible {
         return true
     }
 
+    /// Whether the map has no keys: one `BPF_MAP_GET_NEXT_KEY` from no key. (Arrays are
+    /// never empty.)
+    public func isEmpty() throws(BPFError) -> Bool {
+        var next = [UInt8](repeating: 0, count: keySize)
+        let result = next.withUnsafeMutableBytes { cbpf_map_next_key(descriptor.rawValue, nil, $0.baseAddress) }
+        if result == -Int(ENOENT) { return true }
+        if result < 0 { throw BPFError(operation: "iterate map \"\(name)\"", code: Int32(-result)) }
+        return false
+    }
+
     /// Every key, in the kernel's iteration order (`BPF_MAP_GET_NEXT_KEY`).
     public func keys() throws(BPFError) -> [[UInt8]] {
         var keys: [[UInt8]] = []

@@ -19,6 +19,9 @@ struct DataPlaneMaps: Sendable {
     /// `PERCPU_HASH` ``Layout/BindingCounterKey`` → ``Layout/BindingCounter``, when
     /// per-binding counters are on; without it the program has no code for them.
     var bindingMetrics: Map? = nil
+    /// Lanes whose `wild` trie is empty: their program has no lookup of it. Only for maps
+    /// that nothing writes while the program reads them (a copy, from its switch on).
+    var emptyWild: Set<Lane> = []
 }
 
 /// Generates the dispatcher's SK_LOOKUP program with the DSL (no C). The steps are those of
@@ -27,9 +30,10 @@ struct DataPlaneMaps: Sendable {
 /// Per connection: the port's flags (an array read the verifier inlines); the `host` hash if
 /// the port has host entries (a hit ends the search); the `exact` trie if it has exact
 /// entries (a hit ends the search unless the entry says an all-ports binding may beat it);
-/// else the `wild` trie. Then the destination's counters, one SOCKMAP read at a slot chosen
-/// by a hash of the remote address and port (the next slots if that socket has closed), and
-/// `bpf_sk_assign`.
+/// else the `wild` trie (left out of a lane whose `wild` trie was empty when the program was
+/// made: a lookup of an empty trie is a helper call that finds nothing). Then the
+/// destination's counters, one SOCKMAP read at a slot chosen by a hash of the remote address
+/// and port (the next slots if that socket has closed), and `bpf_sk_assign`.
 enum DataPlane {
     // Stack layout (offsets from r10). The exact key starts 2 bytes past an 8-byte boundary so
     // that its address, after the 4-byte length and 2-byte port, is 8-byte aligned.
@@ -310,17 +314,21 @@ enum DataPlane {
         body.append(.ja(to: found))
         // An all-ports binding of a longer prefix beats the exact entry.
         body.append(.label(Label("check_\(name)")))
-        body += lookup(tables[.wild]!, keyAt: wildKey)
-        body.append(.jump(.jeq, .r0, 0, to: exactWins))
-        body.append(.instruction(.ldx(.b, .r2, .r0, Int16(Layout.EntryValueLayout.mappedLength.offset))))
-        body.append(.instruction(.ldx(.b, .r3, .r9, Int16(Layout.EntryValueLayout.mappedLength.offset))))
-        body.append(.jump(.jgt, .r2, .r3, to: found))
+        if !maps.emptyWild.contains(lane) {
+            body += lookup(tables[.wild]!, keyAt: wildKey)
+            body.append(.jump(.jeq, .r0, 0, to: exactWins))
+            body.append(.instruction(.ldx(.b, .r2, .r0, Int16(Layout.EntryValueLayout.mappedLength.offset))))
+            body.append(.instruction(.ldx(.b, .r3, .r9, Int16(Layout.EntryValueLayout.mappedLength.offset))))
+            body.append(.jump(.jgt, .r2, .r3, to: found))
+        }
         body.append(.label(exactWins))
         body.append(.instruction(.mov(.r0, .r9)))
         body.append(.ja(to: found))
         body.append(.label(wildOnly))
-        body += lookup(tables[.wild]!, keyAt: wildKey)
-        body.append(.jump(.jne, .r0, 0, to: found))
+        if !maps.emptyWild.contains(lane) {
+            body += lookup(tables[.wild]!, keyAt: wildKey)
+            body.append(.jump(.jne, .r0, 0, to: found))
+        }
         body.append(.ja(to: nomatch))
         return body
     }

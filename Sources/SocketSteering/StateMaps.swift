@@ -131,12 +131,17 @@ struct StateMaps: Sendable {
 
     var all: [(String, Map)] { shared + copies.flatMap(\.all) }
 
-    /// The maps a program over `copy` reads.
-    func dataPlane(copy: Int) -> DataPlaneMaps {
-        DataPlaneMaps(
+    /// The maps a program over `copy` reads, and the lanes whose `wild` trie is empty now
+    /// (the program leaves their lookups out: a copy is only written while no program reads
+    /// it, and every switch to it loads a new program).
+    func dataPlane(copy: Int) throws(BPFError) -> DataPlaneMaps {
+        var emptyWild = Set<Lane>()
+        for lane in Lane.allCases where try copies[copy].tables[lane]![.wild]!.isEmpty() { emptyWild.insert(lane) }
+        return DataPlaneMaps(
             ports: copies[copy].ports, hostFilter: copies[copy].hostFilter, tables: copies[copy].tables,
             sockets: sockets,
-            destinationMetrics: destinationMetrics, globalMetrics: globalMetrics, bindingMetrics: bindingMetrics)
+            destinationMetrics: destinationMetrics, globalMetrics: globalMetrics, bindingMetrics: bindingMetrics,
+            emptyWild: emptyWild)
     }
 
     /// Creates every map, both copies empty.

@@ -203,6 +203,40 @@ struct BehaviourTests {
         }
     }
 
+    /// A lane's `wild` lookup is left out of the program while its `wild` trie is empty and
+    /// comes back with the first all-ports binding; the other copy, brought up to date after
+    /// the switch, has it at the next switch. Real connections land as the rules say throughout.
+    @Test func emptyWildTriesAreLeftOutOfTheProgram() throws {
+        try exclusively {
+            let f = try Fixture()
+            try f.serve("web", .tcp, .loopback4, 0, label: "web")
+            try f.serve("wide", .tcp, .loopback4, 0, label: "wide")
+            func attachedInstructions() throws -> Int {
+                let directory = try f.dispatcher(readOnly: true).directory
+                return try Program.openPinned(at: "\(directory)/program").info().instructionCount
+            }
+            try f.bind("web", "tcp", "127.0.0.1", "80")
+            let without = try attachedInstructions()
+            #expect(try f.land(.tcp, "127.0.0.1", 80) == "web")
+            #expect(try f.land(.tcp, "127.0.0.3", 80) == "refused")
+            try f.bind("wide", "tcp", "127.0.0.0/8", "*")
+            let with = try attachedInstructions()
+            #expect(with > without)
+            #expect(try f.land(.tcp, "127.0.0.3", 80) == "wide")
+            #expect(try f.land(.tcp, "127.0.0.3", 81) == "wide")
+            #expect(try f.land(.tcp, "127.0.0.1", 80) == "web")
+            // The next change switches to the copy written after the first switch.
+            try f.bind("web", "tcp", "127.0.0.1", "81")
+            #expect(try attachedInstructions() == with)
+            #expect(try f.land(.tcp, "127.0.0.3", 82) == "wide")
+            #expect(try f.land(.tcp, "127.0.0.1", 81) == "web")
+            try f.dispatcher().unbind(binding("wide", "tcp", "127.0.0.0/8", "*"))
+            #expect(try attachedInstructions() == without)
+            #expect(try f.land(.tcp, "127.0.0.3", 82) == "refused")
+            #expect(try f.land(.tcp, "127.0.0.1", 80) == "web")
+        }
+    }
+
     /// State of layout 3 (host filter bits hashed from the whole address) is refused until
     /// `upgrade` adds the new bits of every host entry to both copies' filters; with only old
     /// bits (here: none), this sksteer's program would not find the host entries.
