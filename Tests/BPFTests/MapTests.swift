@@ -95,6 +95,25 @@ struct MapTests {
         }
     }
 
+    /// `isEmpty()` follows a trie's and a hash's contents; an array is never empty.
+    @Test func emptinessOfTriesHashesAndArrays() throws {
+        try exclusively {
+            let trie = try Map.create(
+                type: .lpmTrie, keySize: 8, valueSize: 4, maxEntries: 16, flags: Map.noPreallocate, name: "t")
+            let hash = try Map.create(type: .hash, keySize: 4, valueSize: 4, maxEntries: 16, name: "h")
+            let key = rawBytes(of: UInt32(24)) + [10, 1, 2, 0]
+            for (map, key) in [(trie, key), (hash, rawBytes(of: UInt32(7)))] {
+                #expect(try map.isEmpty())
+                try map.update(key, rawBytes(of: UInt32(1)))
+                #expect(try !map.isEmpty())
+                #expect(try map.delete(key))
+                #expect(try map.isEmpty())
+            }
+            let array = try Map.create(type: .array, keySize: 4, valueSize: 4, maxEntries: 4, name: "a")
+            #expect(try !array.isEmpty())
+        }
+    }
+
     @Test func hashMapOperationsAndUpdateModes() throws {
         try exclusively {
             let map = try HashMap<UInt32, UInt64>.create(maxEntries: 16, name: "h")
