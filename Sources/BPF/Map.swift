@@ -111,6 +111,36 @@ public final class Map: Sendable, CustomStringConvertible {
     /// What the kernel knows of the map.
     public func info() throws(BPFError) -> MapInfo { try MapInfo(descriptor: descriptor) }
 
+    /// The bytes of kernel memory the map is charged for: the `memlock:` line of its
+    /// `/proc/self/fdinfo` entry. Since Linux 6.4 this is the map's own account of what it
+    /// has allocated (a hash's bucket array and its elements, a trie's nodes); before, an
+    /// estimate from its sizes (`max_entries` × key and value size).
+    ///
+    /// ```swift
+    /// let map = try Map.create(type: .hash, keySize: 4, valueSize: 8, maxEntries: 1024)
+    /// print(try map.chargedMemory())  // a few KiB
+    /// ```
+    public func chargedMemory() throws(BPFError) -> Int {
+        let path = descriptor.withRawValue { "/proc/self/fdinfo/\($0)" }
+        let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw BPFError(operation: "open \(path)", code: errno) }
+        defer { close(fd) }
+        var bytes: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let count = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if count < 0 && errno == EINTR { continue }
+            guard count >= 0 else { throw BPFError(operation: "read \(path)", code: errno) }
+            if count == 0 { break }
+            bytes += buffer[..<count]
+        }
+        for line in String(decoding: bytes, as: UTF8.self).split(separator: "\n") where line.hasPrefix("memlock:") {
+            if let value = Int(line.dropFirst("memlock:".count).drop { $0 == " " || $0 == "\t" }) { return value }
+        }
+        throw BPFError(
+            operation: "read \(path)", code: ENODATA, kind: .notSupported, hint: "the kernel shows no memlock line")
+    }
+
     /// A reference for `Statement.loadMap`, resolved to this map's descriptor at load time.
     public var reference: MapReference { MapReference(name: name, object: self) }
 

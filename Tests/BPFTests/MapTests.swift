@@ -114,6 +114,21 @@ struct MapTests {
         }
     }
 
+    /// A hash is charged for its bucket array by `max_entries`, whatever it holds (and, on
+    /// kernels before 6.4, estimated from the same sizes).
+    @Test func chargedMemoryFollowsAHashsSize() throws {
+        try exclusively {
+            let small = try Map.create(
+                type: .hash, keySize: 4, valueSize: 8, maxEntries: 1024, flags: Map.noPreallocate, name: "small")
+            let large = try Map.create(
+                type: .hash, keySize: 4, valueSize: 8, maxEntries: 1 << 20, flags: Map.noPreallocate, name: "large")
+            let smallBytes = try small.chargedMemory()
+            let largeBytes = try large.chargedMemory()
+            #expect(smallBytes > 0 && smallBytes < 1 << 20, "\(smallBytes)")
+            #expect(largeBytes >= 16 << 20, "\(largeBytes)")
+        }
+    }
+
     @Test func hashMapOperationsAndUpdateModes() throws {
         try exclusively {
             let map = try HashMap<UInt32, UInt64>.create(maxEntries: 16, name: "h")
