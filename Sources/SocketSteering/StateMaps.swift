@@ -41,15 +41,37 @@ struct CopyMaps: Sendable {
     /// Entries one table may hold.
     static func entryLimit(capacity: Int) -> Int { capacity * 2 + 65536 }
 
-    /// New, empty maps for a copy.
-    static func create(index: Int, capacity: Int) throws(BPFError) -> CopyMaps {
+    /// The size a host table starts at. A hash map allocates its whole bucket array (16
+    /// bytes for each of `max_entries`, rounded up to a power of two) when it is created,
+    /// whatever it holds; so host tables are created for the entries they are about to hold
+    /// and replaced by larger ones as they fill (``Dispatcher/fitHostTable(copy:lane:count:shrink:)``).
+    /// The tries allocate per entry, so they are created at the limit.
+    static let initialHostEntries = 1024
+
+    /// The `max_entries` of a host table for `count` entries: a power of two with room for
+    /// twice as many (so a lookup's bucket holds one entry or none, on average), at least
+    /// ``initialHostEntries`` and at most ``entryLimit(capacity:)``.
+    static func hostEntries(for count: Int, capacity: Int) -> Int {
+        var size = initialHostEntries
+        while size < count * 2 { size *= 2 }
+        return min(size, entryLimit(capacity: capacity))
+    }
+
+    /// A new, empty host table of `lane`.
+    static func createHost(_ lane: Lane, maxEntries: Int) throws(BPFError) -> Map {
+        try Map.create(
+            type: .hash, keySize: Layout.HostKey.size(lane), valueSize: Layout.EntryValueLayout.size,
+            maxEntries: maxEntries, flags: Map.noPreallocate, name: "sks_\(lane)_host")
+    }
+
+    /// New, empty maps for a copy, with host tables sized for `hostCounts` entries by lane
+    /// (none where a lane is not given).
+    static func create(index: Int, capacity: Int, hostCounts: [Lane: Int] = [:]) throws(BPFError) -> CopyMaps {
         var tables: [Lane: [Table: Map]] = [:]
         let limit = entryLimit(capacity: capacity)
         for lane in Lane.allCases {
             tables[lane] = [
-                .host: try Map.create(
-                    type: .hash, keySize: Layout.HostKey.size(lane), valueSize: Layout.EntryValueLayout.size,
-                    maxEntries: limit, flags: Map.noPreallocate, name: "sks_\(lane)_host"),
+                .host: try createHost(lane, maxEntries: hostEntries(for: hostCounts[lane] ?? 0, capacity: capacity)),
                 .exact: try Map.create(
                     type: .lpmTrie, keySize: Layout.ExactKey.size(lane), valueSize: Layout.EntryValueLayout.size,
                     maxEntries: limit, flags: Map.noPreallocate, name: "sks_\(lane)_exact"),

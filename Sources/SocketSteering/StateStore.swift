@@ -89,7 +89,7 @@ extension Dispatcher {
         let census = timed("count the census") { Census.counts(desired) }
         let oldCensus = Census.counts(current)
         let new = timed("wait for the new rules' compilation") { compiling.value }
-        try timed("check the limits") { try checkLimits(desired, new.tables, labels: inUse) }
+        let hosts = try timed("check the limits") { try checkLimits(desired, new.tables, labels: inUse) }
         let labels = try timed("assign the labels") { try assignLabels(for: desired, labels: inUse) }
         let write = timed("diff the tables") {
             CopyWrite(
@@ -103,7 +103,11 @@ extension Dispatcher {
         var labelIDs: [String: UInt32] = [:]
         if maps.bindingMetrics != nil { for (id, name) in try labelNames() { labelIDs[name] = id } }
         let deleteCounters = { try self.deleteBindingCounters(plan, labelIDs: labelIDs, desired: desired) }
-        try commit(cleanup: deleteCounters) { copy, _ in try self.write(encoded, to: copy) }
+        try commit(cleanup: deleteCounters) { copy, _ in
+            try self.fitHostTables(copy: copy, counts: hosts, shrink: false)
+            try self.write(encoded, to: copy)
+            try self.fitHostTables(copy: copy, counts: hosts, shrink: true)
+        }
         try timed("collect the labels") { try collectLabels(inUse: inUse) }
     }
 
@@ -134,11 +138,12 @@ extension Dispatcher {
             GroupPages.encode(desired.groups, oldPages: [:], buckets: buckets, labels: labels)
         }
         var encoded: EncodedWrite?
+        var hosts: [Lane: Int] = [:]
         let prepare = { (idle: Int) throws in
             try self.timed("write \(groups.count) group pages") { try self.writeGroups(groups, to: idle) }
             let (tables, entries) = self.timed("wait for the entries' compilation") { encoding.value }
             do {
-                try self.timed("check the limits") { try self.checkLimits(desired, tables, labels: inUse) }
+                hosts = try self.timed("check the limits") { try self.checkLimits(desired, tables, labels: inUse) }
             } catch {
                 // Nothing reads the idle copy: empty it again, so no repair is left to do.
                 try self.rebuild(copy: idle, from: 1 - idle)
@@ -149,7 +154,10 @@ extension Dispatcher {
             encoded = entries
             encoded!.groups = groups
         }
-        try commit(prepare: prepare) { copy, first in try self.write(encoded!, to: copy, groups: !first) }
+        try commit(prepare: prepare) { copy, first in
+            try self.fitHostTables(copy: copy, counts: hosts, shrink: false)
+            try self.write(encoded!, to: copy, groups: !first)
+        }
         try timed("collect the labels") { try collectLabels(inUse: inUse) }
     }
 
@@ -306,7 +314,11 @@ extension Dispatcher {
         for binding in plan.removed + plan.added { keys.formUnion(try groups.affectedKeys(by: binding)) }
         var words: [UInt32: UInt64] = [:]
         var filter: [UInt32: UInt64] = [:]
-        var upserts: [String: (Map, [(key: [UInt8], value: [UInt8])])] = [:]
+        struct TableID: Hashable {
+            var lane: Lane
+            var table: Table
+        }
+        var upserts: [TableID: (Map, [(key: [UInt8], value: [UInt8])])] = [:]
         for key in keys {
             guard var value = try groups.winner(at: key) else {
                 _ = try maps.map(key).delete(Layout.encode(key))
@@ -335,13 +347,22 @@ extension Dispatcher {
                 }
                 filter[bit >> 6]! |= 1 << UInt64(bit & 63)
             }
-            let name = CopyMaps.name(key.table, key.lane, copy: copy)
-            upserts[name, default: (maps.map(key), [])].1.append(
+            upserts[TableID(lane: key.lane, table: key.table), default: (maps.map(key), [])].1.append(
                 (Layout.encode(key), Layout.encode(value, label: labels[value.label]!, lane: key.lane)))
         }
         // Flags before entries would make a lookup try a table too early (harmless: it falls
         // through); entries before flags would hide them. This copy is idle, so order is free.
-        for (_, (map, entries)) in upserts { try map.updateBatch(entries) }
+        for (table, (map, entries)) in upserts {
+            do {
+                try map.updateBatch(entries)
+            } catch {
+                // A full host table: replaced by a larger one holding what it holds (the
+                // entries written before the error among them), and written again.
+                guard error.code == E2BIG, table.table == .host else { throw error }
+                try fitHostTable(copy: copy, lane: table.lane, count: map.maxEntries + entries.count, shrink: false)
+                try self.maps.copies[copy].tables[table.lane]![.host]!.updateBatch(entries)
+            }
+        }
         try maps.ports.updateBatch(words.map { (rawBytes(of: $0.key), rawBytes(of: $0.value)) })
         try maps.hostFilter.updateBatch(filter.map { (rawBytes(of: $0.key), rawBytes(of: $0.value)) })
         try maps.census.updateBatch(touchedCensus.map { (rawBytes(of: $0), rawBytes(of: census[$0] ?? 0)) })
@@ -356,8 +377,9 @@ extension Dispatcher {
         try maps.writeMeta(meta)
     }
 
-    /// Refuses rule sets larger than the maps.
-    func checkLimits(_ rules: RuleSet, _ tables: RuleTables, labels known: Set<String>? = nil) throws {
+    /// Refuses rule sets larger than the maps; returns how many host entries each lane has.
+    @discardableResult
+    func checkLimits(_ rules: RuleSet, _ tables: RuleTables, labels known: Set<String>? = nil) throws -> [Lane: Int] {
         try checkCounts(rules, labels: known)
         let capacity = Int(try maps.readMeta().capacity)
         let limit = CopyMaps.entryLimit(capacity: capacity)
@@ -374,6 +396,9 @@ extension Dispatcher {
                 "the bindings need \(count) \(table) entries, more than the \(limit) this dispatcher holds (port"
                     + " ranges take one entry per port); load with a larger --max-bindings")
         }
+        var hosts: [Lane: Int] = [:]
+        for lane in Lane.allCases { hosts[lane] = tally[lane.index * Table.allCases.count + Int(Table.host.rawValue)] }
+        return hosts
     }
 
     /// Refuses rule sets with more bindings or labels than the maps hold (the part of
@@ -698,8 +723,10 @@ extension Dispatcher {
     /// Replaces a copy that no program reads with new maps holding the rules of `source`.
     func rebuild(copy: Int, from source: Int) throws {
         let rules = try ruleSet(copy: source)
-        let fresh = try CopyMaps.create(index: copy, capacity: Int(try maps.readMeta().capacity))
         let tables = rules.tables()
+        var hosts: [Lane: Int] = [:]
+        for key in tables.entries.keys where key.table == .host { hosts[key.lane, default: 0] += 1 }
+        let fresh = try CopyMaps.create(index: copy, capacity: Int(try maps.readMeta().capacity), hostCounts: hosts)
         let write = CopyWrite(
             entries: tables.changes(from: RuleTables(entries: [:])),
             ports: Self.portWords(tables).changes(from: PortWords(words: [:])),
@@ -711,10 +738,61 @@ extension Dispatcher {
         maps.copies[copy] = fresh
         self.maps = maps
         try self.write(write, to: copy)
-        for (name, map) in fresh.all {
-            unlink("\(directory)/\(name)")
-            try Self.pin(map, at: "\(directory)/\(name)")
+        for (name, map) in fresh.all { try replacePin(name, with: map) }
+    }
+
+    /// Pins `map` as `name` in the state directory in one step: pinned as `name-next`, then
+    /// renamed over `name` (a command killed in between leaves the old map pinned, and a
+    /// `-next` pin that the next replacement or `unload` removes).
+    func replacePin(_ name: String, with map: Map) throws {
+        let path = "\(directory)/\(name)"
+        unlink(path + "-next")
+        try Self.pin(map, at: path + "-next")
+        guard rename(path + "-next", path) == 0 else {
+            throw SteeringError.kernel("cannot replace \(path): \(errnoDescription(errno))")
         }
+    }
+
+    /// ``fitHostTable(copy:lane:count:shrink:)`` for every lane, around a whole rule set's
+    /// change: grown where the rules need more room before it is written, shrunk where they
+    /// need far less once it is (the table holds only the new rules' entries then).
+    func fitHostTables(copy: Int, counts: [Lane: Int], shrink: Bool) throws {
+        for lane in Lane.allCases {
+            try fitHostTable(copy: copy, lane: lane, count: counts[lane] ?? 0, shrink: shrink)
+        }
+    }
+
+    /// Makes the host table of `lane` in `copy` (a copy no program reads) fit `count`
+    /// entries: when it holds fewer (or, with `shrink`, four times as many or more than
+    /// ``CopyMaps/hostEntries(for:capacity:)`` asks), it is replaced by a table of that size
+    /// holding the same entries. Doubling keeps the cost of the copies proportional to the
+    /// entries written; the copy is pending meanwhile, so a command killed here leaves it to
+    /// the repair, which rebuilds it.
+    func fitHostTable(copy: Int, lane: Lane, count: Int, shrink: Bool) throws {
+        let old = maps.copies[copy].tables[lane]![.host]!
+        let size = CopyMaps.hostEntries(for: count, capacity: Int(try maps.readMeta().capacity))
+        guard count > old.maxEntries || (shrink && old.maxEntries >= size * 4) else { return }
+        let started = DispatchTime.now().uptimeNanoseconds
+        let fresh = try CopyMaps.createHost(lane, maxEntries: size)
+        let entries = try old.entries()
+        var keys: [UInt8] = []
+        var values: [UInt8] = []
+        keys.reserveCapacity(entries.count * old.keySize)
+        values.reserveCapacity(entries.count * old.valueSize)
+        for (key, value) in entries {
+            keys += key
+            values += value
+        }
+        try fresh.updateBatch(keys: keys, values: values)
+        try replacePin(CopyMaps.name(.host, lane, copy: copy), with: fresh)
+        maps.copies[copy].tables[lane]![.host] = fresh
+        logger.debug(
+            "host table resized",
+            metadata: [
+                "copy": "\(copy)", "lane": "\(lane)", "from": "\(old.maxEntries)", "to": "\(size)",
+                "entries": "\(entries.count)",
+                "ms": "\(Double(DispatchTime.now().uptimeNanoseconds - started) / 1e6)",
+            ])
     }
 
     // MARK: Labels

@@ -70,6 +70,15 @@ extension Dispatcher {
             migratedFrom: migratedFrom)
     }
 
+    /// The bytes of kernel memory this dispatcher's maps are charged for (``Map/chargedMemory()``
+    /// of each: both copies, the sockets, the counters, the labels and the listing).
+    package func chargedMemory() throws -> Int {
+        var total = 0
+        for (_, map) in maps.all { total += try map.chargedMemory() }
+        if let counters = maps.bindingMetrics { total += try counters.chargedMemory() }
+        return total
+    }
+
     /// A copy of the data plane over this dispatcher's maps that counts test runs like real
     /// traffic; benchmarks measure it with `BPF_PROG_TEST_RUN`. It is loaded, not attached.
     package func measurementProgram() throws -> Program {

@@ -203,6 +203,59 @@ struct BehaviourTests {
         }
     }
 
+    /// Host tables start small (a hash map allocates its whole bucket array when it is
+    /// created) and grow with their entries: a change that fills one is written to a larger
+    /// table holding the same entries, in each copy while it is idle; a whole-set apply sizes
+    /// them for its rules, and shrinks them. Real connections land as the bindings say
+    /// throughout, on both copies.
+    @Test func hostTablesGrowAndShrinkWithTheirEntries() throws {
+        try exclusively {
+            let f = try Fixture()
+            try f.serve("web", .tcp, .loopback4, 0, label: "web")
+            try f.serve("web6", .tcp, .loopback6, 0, label: "web")
+            let lane = Lane(transport: .tcp, ipv6: false)
+            func tables() throws -> [Map] {
+                let d = try f.dispatcher(readOnly: true)
+                return (0..<2).map { d.maps.copies[$0].tables[lane]![.host]! }
+            }
+            let initial = CopyMaps.initialHostEntries
+            #expect(try tables().map(\.maxEntries) == [initial, initial])
+            // The kernel's own account of a table's memory (it was 64 MiB at the old fixed size).
+            for table in try tables() {
+                let bytes = try table.chargedMemory()
+                #expect(bytes > 0 && bytes < 1 << 20, "\(bytes) bytes")
+            }
+            let addresses = (0..<1500).map { "127.1.\($0 / 250).\($0 % 250 + 1)" }
+            let hosts = addresses.map { binding("web", "tcp", $0, "80") }
+            try f.dispatcher().apply(adding: Array(hosts[..<1000]), removing: [])
+            #expect(try tables().map(\.maxEntries) == [initial, initial])
+            // 1000 + 500 do not fit in 1024: both copies grow.
+            try f.dispatcher().apply(adding: Array(hosts[1000...]), removing: [])
+            let grown = CopyMaps.hostEntries(for: initial + 500, capacity: 65536)
+            #expect(grown > initial)
+            #expect(try tables().map(\.maxEntries) == [grown, grown])
+            #expect(try tables().map { try $0.keys().count } == [1500, 1500])
+            #expect(try f.dispatcher(readOnly: true).bindings().count == 1500)
+            for round in 0..<2 {
+                for index in [0, 999, 1000, 1499] {
+                    #expect(try f.land(.tcp, addresses[index], 80) == "web", "round \(round) #\(index)")
+                }
+                #expect(try f.land(.tcp, "127.1.7.1", 80) == "refused")
+                // Switches to the other copy.
+                try f.bind("web", "tcp", "::1", "80")
+                #expect(try f.land(.tcp, "::1", 80) == "web6")
+                try f.dispatcher().unbind(binding("web", "tcp", "::1", "80"))
+            }
+            // A whole-set apply (not the incremental path) of two bindings shrinks them again.
+            try f.dispatcher().apply([hosts[0], binding("web", "tcp", "::1", "80")], incrementalUpTo: 0)
+            #expect(try tables().map(\.maxEntries) == [initial, initial])
+            #expect(try tables().map { try $0.keys().count } == [1, 1])
+            #expect(try f.land(.tcp, addresses[0], 80) == "web")
+            #expect(try f.land(.tcp, addresses[1], 80) == "refused")
+            #expect(try f.land(.tcp, "::1", 80) == "web6")
+        }
+    }
+
     /// A lane's `wild` lookup is left out of the program while its `wild` trie is empty and
     /// comes back with the first all-ports binding; the other copy, brought up to date after
     /// the switch, has it at the next switch. Real connections land as the rules say throughout.

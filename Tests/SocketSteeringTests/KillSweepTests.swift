@@ -45,6 +45,11 @@ struct KillSweepTests {
         [binding("A", "tcp", "127.0.0.1", "80"), binding("B", "tcp", "127.0.0.0/24", "*")]
         + (0..<(Dispatcher.smallChange)).map { binding("A", "tcp", "127.1.\($0 / 250).\($0 % 250 + 1)", "80") }
 
+    /// With ``a``, as many host bindings as a new host table holds.
+    static let fullHosts = (1..<CopyMaps.initialHostEntries).map {
+        binding("A", "tcp", "127.1.\($0 / 250).\($0 % 250 + 1)", "80")
+    }
+
     static let bpfScenarios: [Scenario] = [
         Scenario(name: "bind", before: [a], after: [a, b], arguments: ["bind", "B", "tcp", "127.0.0.0/24", "*"]),
         Scenario(name: "unbind", before: [a, b], after: [a], arguments: ["unbind", "B", "tcp", "127.0.0.0/24", "*"]),
@@ -52,6 +57,11 @@ struct KillSweepTests {
         Scenario(
             name: "apply-large", before: [], after: large, arguments: ["apply", file],
             fileText: large.map { "\($0.label) tcp \($0.prefix) \($0.ports)\n" }.joined()),
+        // The host table is full (a's entry and 1023 more), so the bind grows it in each copy.
+        Scenario(
+            name: "bind-grow", before: [a, b] + fullHosts,
+            after: [a, b] + fullHosts + [binding("A", "tcp", "127.2.0.1", "80")],
+            arguments: ["bind", "A", "tcp", "127.2.0.1", "80"]),
         Scenario(name: "load", before: nil, after: [], arguments: ["load"]),
         Scenario(name: "unload", before: [a, b], after: nil, arguments: ["unload"]),
         Scenario(name: "upgrade", before: [a, b], after: [a, b], arguments: ["upgrade"]),
