@@ -172,6 +172,23 @@ public enum Bench {
         public var problems: [String]
         /// The cost of per-binding counters, on request (`sksteer binding-metrics on`).
         public var bindingCounters: [CounterCostRow] = []
+        /// Kernel memory of each dispatcher's maps.
+        public var memory: [MemoryRow] = []
+    }
+
+    /// The kernel memory both dispatchers' maps are charged for with one workload loaded
+    /// (``Map/chargedMemory()``: the kernel's own account since Linux 6.4).
+    public struct MemoryRow: Codable, Sendable {
+        /// The workload's name.
+        public var workload: String
+        /// Bindings loaded.
+        public var bindings: Int
+        /// sksteer's maps: both rule-set copies, sockets, counters, labels, listing.
+        public var sksteerBytes: Int
+        /// tubular's four maps.
+        public var tubularBytes: Int
+        /// sksteer ÷ tubular.
+        public var ratio: Double
     }
 
     /// One lookup kind measured three ways side by side: sksteer without per-binding
@@ -360,6 +377,19 @@ public enum Bench {
                     tubularMethod: "\(workload.ruleCount) × BPF_MAP_UPDATE_ELEM",
                     tubularSeconds: setup.insertSeconds, ratio: ratio(setup.applySeconds, setup.insertSeconds)))
             say("    apply: sksteer \(fmt(setup.applySeconds, 3)) s, tubular \(fmt(setup.insertSeconds, 3)) s")
+            do {
+                let ours = try setup.dispatcher.chargedMemory()
+                let theirs = try setup.tubular.chargedMemory()
+                results.memory.append(
+                    MemoryRow(
+                        workload: workload.name, bindings: workload.ruleCount, sksteerBytes: ours,
+                        tubularBytes: theirs, ratio: ratio(Double(ours), Double(theirs))))
+                say(
+                    "    kernel memory: sksteer \(fmt(Double(ours) / 1_048_576, 1)) MiB, tubular \(fmt(Double(theirs) / 1_048_576, 1)) MiB"
+                )
+            } catch {
+                results.problems.append("\(workload.name): kernel memory not read: \(error)")
+            }
             if results.instructions.isEmpty {
                 results.instructions["sksteer measurement copy"] = try setup.ours.info().instructionCount
                 results.instructions["sksteer attached"] =

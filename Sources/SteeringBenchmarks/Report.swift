@@ -119,6 +119,24 @@ extension Bench {
                 out += " \(row.tubularMethod) | \(fmt(row.tubularSeconds * 1000, 3)) | \(fmt(row.ratio, 1)) |\n"
             }
         }
+        if !results.memory.isEmpty {
+            let rows = results.memory
+            out += "\n## Kernel memory of the maps\n\n"
+            out += "What the kernel charges each dispatcher's maps for with the workload loaded (`memlock:` of"
+            out += " their fdinfo, the maps' own account on this kernel \(results.machine["kernel"] ?? "")). sksteer's"
+            out += " are both rule-set copies (each with its binding listing), the sockets and counters of its"
+            out += " \(Layout.maxDestinations) destinations and the labels; tubular's are its four maps. "
+            let more = rows.filter { $0.ratio > 1 }.count
+            out += "sksteer's took more than tubular's in \(more) of \(rows.count) workloads"
+            if let low = rows.map(\.ratio).min(), let high = rows.map(\.ratio).max() {
+                out += " (sksteer ÷ tubular from \(fmt(low, 2))× to \(fmt(high, 2))×)"
+            }
+            out += ".\n\n| workload | bindings | sksteer MiB | tubular MiB | ratio |\n|---|---:|---:|---:|---:|\n"
+            for row in rows {
+                out += "| \(row.workload) | \(row.bindings) | \(fmt(Double(row.sksteerBytes) / 1_048_576, 1)) |"
+                out += " \(fmt(Double(row.tubularBytes) / 1_048_576, 1)) | \(fmt(row.ratio, 2)) |\n"
+            }
+        }
         if !results.bindingCounters.isEmpty {
             let rows = results.bindingCounters
             out += "\n## Per-binding counters (on request)\n\n"

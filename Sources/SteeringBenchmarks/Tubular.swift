@@ -88,6 +88,11 @@ final class TubularDispatcher {
         for rule in rules { try bindings.update(Self.key(rule), Self.value(rule, destination: destination(rule))) }
     }
 
+    /// The bytes of kernel memory its maps are charged for.
+    func chargedMemory() throws -> Int {
+        try [bindings, sockets.map, destinations, metrics].reduce(0) { try $0 + $1.chargedMemory() }
+    }
+
     /// Reads every binding back, as tubular's `status` does (walk the trie's keys, look each up).
     func readBindings() throws -> Int {
         var count = 0
