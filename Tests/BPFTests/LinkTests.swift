@@ -50,13 +50,7 @@ struct LinkTests {
             link = try Link.attach(drop, to: namespace)
             #expect(try namespace.run { isRefused(target) })
             link = nil
-            // The kernel may free the last reference from a work item: wait up to 2 s.
-            var attached = try Link.programIDs(attachedTo: namespace)
-            for _ in 0..<200 where !attached.isEmpty {
-                usleep(10_000)
-                attached = try Link.programIDs(attachedTo: namespace)
-            }
-            #expect(attached.isEmpty)
+            #expect(try settled({ try Link.programIDs(attachedTo: namespace) }, until: \.isEmpty).isEmpty)
             #expect(try namespace.run { try NameServer.ask(.tcp, target) } == "web")
             server.stop()
         }
@@ -144,7 +138,7 @@ struct LinkTests {
                 try BPFFileSystem.unpin(path)
             }
             #expect(bpfObjectDescriptorCount() == before)
-            #expect(try Link.programIDs(attachedTo: namespace).isEmpty)
+            #expect(try settled({ try Link.programIDs(attachedTo: namespace) }, until: \.isEmpty).isEmpty)
             #expect(try FileManager.default.contentsOfDirectory(atPath: bpffs.path) == initial)
         }
     }

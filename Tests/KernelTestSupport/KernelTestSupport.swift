@@ -22,6 +22,18 @@ public func exclusively<T>(_ body: () throws -> T) rethrows -> T {
     try kernelLock.withLock { _ in try body() }
 }
 
+/// `probe()`, then again every 10 ms until `done` accepts its value or `seconds` pass; the
+/// last value. For the kernel's deferred work: the last reference to a link, dropped by an
+/// unpin or by a process's exit, is often released from a work item, so the detach can lag.
+public func settled<T>(within seconds: Int = 2, _ probe: () throws -> T, until done: (T) -> Bool) rethrows -> T {
+    var value = try probe()
+    for _ in 0..<(seconds * 100) where !done(value) {
+        usleep(10_000)
+        value = try probe()
+    }
+    return value
+}
+
 /// Whether a TCP connection to `endpoint` is refused (run inside the namespace).
 public func isRefused(_ endpoint: Endpoint) -> Bool {
     do {
