@@ -88,7 +88,8 @@ extension Dispatcher {
         guard let map = maps.bindingMetrics else { return nil }
         let attached = try? Program.openPinned(at: "\(directory)/program").info().mapIDs
         let counting = attached?.contains(try map.info().id) ?? false
-        let probe = KernelGroups(map: maps.copies[active].groups, labels: labels, buckets: try groupBuckets())
+        let probe = KernelGroups(
+            map: maps.copies[active].groups, labels: labels, buckets: try groupBuckets(copy: active))
         var counters: [BindingMetricsStatus.Counter] = []
         var overflow: (UInt64, UInt64) = (0, 0)
         for (key, value) in try map.entries() {

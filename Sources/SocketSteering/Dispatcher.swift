@@ -449,8 +449,9 @@ public final class Dispatcher {
     @discardableResult
     public func unbind(_ binding: Binding) throws -> Change {
         try requireWritable()
+        let active = try activeCopy()
         let probe = KernelGroups(
-            map: maps.copies[try activeCopy()].groups, labels: try labelNames(), buckets: try groupBuckets())
+            map: maps.copies[active].groups, labels: try labelNames(), buckets: try groupBuckets(copy: active))
         let group = try probe.group(RuleSet.groupKey(binding))
         if (binding.ports.isAll ? group?.all : group?.finite[binding.ports]) == nil { return .unchanged }
         try change(adding: [], removing: [binding])

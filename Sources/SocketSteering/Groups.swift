@@ -252,17 +252,51 @@ enum GroupPages {
     static let recordSize = GroupRecord.keySize + GroupRecord.valueSize
     static let valueSize = 4 + recordsPerPage * recordSize
 
-    /// Buckets of a dispatcher that holds `capacity` bindings: a power of two, about one
-    /// per 16 bindings.
+    /// The most buckets of a dispatcher that holds `capacity` bindings: a power of two, about
+    /// one per 16 bindings. A table without a ``headerKey`` page (state written before the
+    /// header existed) has this many.
     static func bucketCount(capacity: Int) -> Int {
         var count = 16
         while count * 16 < capacity { count *= 2 }
         return count
     }
 
-    /// Pages the table may need: every bucket, and the records beyond (a group of n port
-    /// sets has ⌈n / 7⌉ records, so there are no more records than bindings).
-    static func pageLimit(capacity: Int) -> Int { bucketCount(capacity: capacity) + capacity / recordsPerPage + 1 }
+    /// Buckets for a table of `bindings` bindings: a power of two with at most 8 bindings
+    /// (so at most 8 records) a bucket on average, at least 16, at most
+    /// ``bucketCount(capacity:)``. Fewer buckets, fuller pages: a page is a map element of
+    /// ``valueSize`` bytes whether it holds one record or eleven.
+    static func bucketCount(bindings: Int, capacity: Int) -> Int {
+        var count = 16
+        while count * 8 < bindings { count *= 2 }
+        return min(count, bucketCount(capacity: capacity))
+    }
+
+    /// Pages a table of `buckets` buckets may need: every bucket, the records beyond (a group
+    /// of n port sets has ⌈n / 7⌉ records, so there are no more records than bindings), and
+    /// the header. Its bindings are at most 8 a bucket (a change that would pass that
+    /// regroups the table first) and at most `capacity`.
+    static func pageLimit(buckets: Int, capacity: Int) -> Int {
+        buckets + min(buckets * 8, capacity) / recordsPerPage + 2
+    }
+
+    /// The key of the header page: bucket `0xFFFF_FFFF` (no bucket: buckets are fewer than
+    /// 2^31), page 0. Its value holds no records (byte 0 is 0, so a reader of every page sees
+    /// none in it) and the table's bucket count as a u32 at byte 4.
+    static let headerKey = key(bucket: UInt32.max, page: 0)
+
+    /// The header page of a table of `buckets` buckets.
+    static func header(buckets: Int) -> [UInt8] {
+        var value = [UInt8](repeating: 0, count: valueSize)
+        value.replaceSubrange(4..<8, with: rawBytes(of: UInt32(buckets)))
+        return value
+    }
+
+    /// The bucket count a header page gives, or nil if it is not one.
+    static func buckets(header value: [UInt8]) -> Int? {
+        guard value.count == valueSize, value[0] == 0 else { return nil }
+        let count = Int(BPF.value(UInt32.self, from: Array(value[4..<8])))
+        return count > 0 && count & (count - 1) == 0 ? count : nil
+    }
 
     /// The bucket of a group: a fixed mix of its lane, length and address (the same in
     /// every process and every version of this layout).

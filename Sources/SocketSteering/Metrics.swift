@@ -63,6 +63,11 @@ extension DispatcherStatus {
         family(
             "sksteer_no_match_total", "counter", "Connections that matched no binding (normal lookup).", [("", noMatch)]
         )
+        if let bytes = mapMemoryBytes {
+            family(
+                "sksteer_map_memory_bytes", "gauge", "Kernel memory the dispatcher's maps are charged for.",
+                [("", UInt64(bytes))])
+        }
         family("sksteer_build_info", "gauge", "The running sksteer.", [(labels([("version", version)]), 1)])
         return out
     }

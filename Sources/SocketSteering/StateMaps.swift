@@ -65,8 +65,10 @@ struct CopyMaps: Sendable {
     }
 
     /// New, empty maps for a copy, with host tables sized for `hostCounts` entries by lane
-    /// (none where a lane is not given).
-    static func create(index: Int, capacity: Int, hostCounts: [Lane: Int] = [:]) throws(BPFError) -> CopyMaps {
+    /// (none where a lane is not given) and a `groups` table of `groupBuckets` buckets.
+    static func create(
+        index: Int, capacity: Int, hostCounts: [Lane: Int] = [:], groupBuckets: Int = 16
+    ) throws(BPFError) -> CopyMaps {
         var tables: [Lane: [Table: Map]] = [:]
         let limit = entryLimit(capacity: capacity)
         for lane in Lane.allCases {
@@ -87,15 +89,18 @@ struct CopyMaps: Sendable {
             hostFilter: try Map.create(
                 type: .array, keySize: 4, valueSize: 8, maxEntries: Layout.HostFilter.words, name: "sks_hostfilter"),
             tables: tables,
-            groups: try createGroups(capacity: capacity),
+            groups: try createGroups(capacity: capacity, buckets: groupBuckets),
             census: try Map.create(type: .array, keySize: 4, valueSize: 4, maxEntries: Census.size, name: "sks_census"))
     }
 
-    /// A new, empty `groups` table (``GroupPages``).
-    static func createGroups(capacity: Int) throws(BPFError) -> Map {
-        try Map.create(
+    /// A new `groups` table (``GroupPages``) of `buckets` buckets, holding only its header.
+    static func createGroups(capacity: Int, buckets: Int) throws(BPFError) -> Map {
+        let map = try Map.create(
             type: .hash, keySize: GroupPages.keySize, valueSize: GroupPages.valueSize,
-            maxEntries: GroupPages.pageLimit(capacity: capacity), flags: Map.noPreallocate, name: "sks_groups")
+            maxEntries: GroupPages.pageLimit(buckets: buckets, capacity: capacity), flags: Map.noPreallocate,
+            name: "sks_groups")
+        try map.update(GroupPages.headerKey, GroupPages.header(buckets: buckets))
+        return map
     }
 
     static func open(index: Int, directory: String, readOnly: Bool) throws(BPFError) -> CopyMaps {

@@ -82,7 +82,7 @@ extension Dispatcher {
         let old = timed("compile the current rules") { Compiled(current) }
         // The labels in use, gathered once (a pass over every group).
         let inUse = timed("gather the labels") { desired.labels }
-        let buckets = try groupBuckets()
+        let buckets = try wholeSetBuckets(bindings: desired.count)
         let (groups, oldPages) = timed("gather the changed groups") {
             Self.changedGroups(current, desired, plan, buckets: buckets)
         }
@@ -103,9 +103,21 @@ extension Dispatcher {
         var labelIDs: [String: UInt32] = [:]
         if maps.bindingMetrics != nil { for (id, name) in try labelNames() { labelIDs[name] = id } }
         let deleteCounters = { try self.deleteBindingCounters(plan, labelIDs: labelIDs, desired: desired) }
+        // A copy whose listing has another bucket count gets a new one holding every group.
+        var allGroups: EncodedGroups?
         try commit(cleanup: deleteCounters) { copy, _ in
             try self.fitHostTables(copy: copy, counts: hosts, shrink: false)
-            try self.write(encoded, to: copy)
+            if try self.groupBuckets(copy: copy) != buckets {
+                if allGroups == nil {
+                    allGroups = self.timed("encode every group") {
+                        GroupPages.encode(desired.groups, oldPages: [:], buckets: buckets, labels: labels)
+                    }
+                }
+                try self.replaceGroups(copy: copy, buckets: buckets, with: allGroups!)
+                try self.write(encoded, to: copy, groups: false)
+            } else {
+                try self.write(encoded, to: copy)
+            }
             try self.fitHostTables(copy: copy, counts: hosts, shrink: true)
         }
         try timed("collect the labels") { try collectLabels(inUse: inUse) }
@@ -133,13 +145,14 @@ extension Dispatcher {
                 census: census.map { ($0.key, $0.value) }, count: count)
             return (new.tables, write)
         }
-        let buckets = try groupBuckets()
+        let buckets = GroupPages.bucketCount(bindings: desired.count, capacity: Int(try maps.readMeta().capacity))
         let groups = timed("encode the group records") {
             GroupPages.encode(desired.groups, oldPages: [:], buckets: buckets, labels: labels)
         }
         var encoded: EncodedWrite?
         var hosts: [Lane: Int] = [:]
         let prepare = { (idle: Int) throws in
+            if try self.groupBuckets(copy: idle) != buckets { try self.regroup(copy: idle, to: buckets) }
             try self.timed("write \(groups.count) group pages") { try self.writeGroups(groups, to: idle) }
             let (tables, entries) = self.timed("wait for the entries' compilation") { encoding.value }
             do {
@@ -155,6 +168,7 @@ extension Dispatcher {
             encoded!.groups = groups
         }
         try commit(prepare: prepare) { copy, first in
+            if try !first && self.groupBuckets(copy: copy) != buckets { try self.regroup(copy: copy, to: buckets) }
             try self.fitHostTables(copy: copy, counts: hosts, shrink: false)
             try self.write(encoded!, to: copy, groups: !first)
         }
@@ -182,8 +196,72 @@ extension Dispatcher {
         return (groups, records.mapValues(GroupPages.pages(records:)))
     }
 
-    /// ``GroupPages/bucketCount(capacity:)`` of this dispatcher.
-    func groupBuckets() throws -> Int { GroupPages.bucketCount(capacity: Int(try maps.readMeta().capacity)) }
+    /// The bucket count of a copy's `groups` table: its header's, or (a table written before
+    /// the header existed) ``GroupPages/bucketCount(capacity:)``.
+    func groupBuckets(copy: Int) throws -> Int {
+        if let header = try maps.copies[copy].groups.lookup(GroupPages.headerKey),
+            let count = GroupPages.buckets(header: header)
+        {
+            return count
+        }
+        return GroupPages.bucketCount(capacity: Int(try maps.readMeta().capacity))
+    }
+
+    /// The bucket count a whole-set change of `bindings` bindings writes both copies with:
+    /// theirs, when both have the same and it is between what `bindings` asks
+    /// (``GroupPages/bucketCount(bindings:capacity:)``) and four times as many; else what it asks.
+    func wholeSetBuckets(bindings: Int) throws -> Int {
+        let wanted = GroupPages.bucketCount(bindings: bindings, capacity: Int(try maps.readMeta().capacity))
+        let current = try groupBuckets(copy: 0)
+        guard try groupBuckets(copy: 1) == current, (wanted...(wanted * 4)).contains(current) else { return wanted }
+        return current
+    }
+
+    /// Replaces the `groups` table of `copy` (a copy no program reads, and pending) by a new
+    /// one of `buckets` buckets holding `groups` (every group of the rules it is to hold).
+    func replaceGroups(copy: Int, buckets: Int, with groups: EncodedGroups) throws {
+        let fresh = try CopyMaps.createGroups(capacity: Int(try maps.readMeta().capacity), buckets: buckets)
+        try ParallelJob.run(
+            groups.batches.map { batch in
+                ParallelJob(cost: batch.count) { () throws(BPFError) in
+                    try fresh.updateBatch(keys: batch.keys, values: batch.values)
+                }
+            })
+        try replacePin("c\(copy)-groups", with: fresh)
+        maps.copies[copy].groups = fresh
+    }
+
+    /// Replaces the `groups` table of `copy` (a copy no program reads, and pending) by one of
+    /// `buckets` buckets holding the same records (at most 8 a bucket: it only grows). A bucket's records are all read to change
+    /// one group, so a table whose bindings outgrow 8 a bucket is regrouped to twice as many
+    /// (or more) buckets: the cost of the copies stays proportional to the bindings written.
+    func regroup(copy: Int, to buckets: Int) throws {
+        let started = DispatchTime.now().uptimeNanoseconds
+        let old = maps.copies[copy].groups
+        var byBucket: [UInt32: [UInt8]] = [:]
+        for (key, value) in try GroupPages.allRecords(old) {
+            guard let (group, _) = GroupRecord.decodeKey(key) else {
+                throw SteeringError.kernel(
+                    "the groups table of copy \(copy) has an unreadable record; run sksteer apply")
+            }
+            byBucket[GroupPages.bucket(group, count: buckets), default: []] += key + value
+        }
+        var keys: [UInt8] = []
+        var values: [UInt8] = []
+        for (bucket, records) in byBucket {
+            _ = GroupPages.appendPages(bucket: bucket, records: records, to: &keys, &values)
+        }
+        let fresh = try CopyMaps.createGroups(capacity: Int(try maps.readMeta().capacity), buckets: buckets)
+        try fresh.updateBatch(keys: keys, values: values)
+        try replacePin("c\(copy)-groups", with: fresh)
+        maps.copies[copy].groups = fresh
+        logger.debug(
+            "groups regrouped",
+            metadata: [
+                "copy": "\(copy)", "buckets": "\(buckets)", "pages": "\(keys.count / GroupPages.keySize)",
+                "ms": "\(Double(DispatchTime.now().uptimeNanoseconds - started) / 1e6)",
+            ])
+    }
 
     /// The commit protocol around a change written by `body` to one copy at a time (told
     /// whether it is the first, the idle copy); `prepare` runs first on the idle copy, once
@@ -209,7 +287,8 @@ extension Dispatcher {
     func change(adding: [Binding], removing: [Binding]) throws -> Plan {
         try requireWritable()
         let active = try activeCopy()
-        let probe = KernelGroups(map: maps.copies[active].groups, labels: try labelNames(), buckets: try groupBuckets())
+        let probe = KernelGroups(
+            map: maps.copies[active].groups, labels: try labelNames(), buckets: try groupBuckets(copy: active))
         var added: [Binding] = []
         var removed: [Binding] = []
         var seen = Set<Binding.Rule>()
@@ -273,10 +352,16 @@ extension Dispatcher {
     /// Writes a few added and removed bindings to one copy: its groups, the entries they
     /// touch (winners recomputed from the groups), the census and the port flags.
     func write(changing plan: Plan, labels: [String: UInt32], count: UInt32, to copy: Int) throws {
+        var buckets = try groupBuckets(copy: copy)
+        let wanted = GroupPages.bucketCount(bindings: Int(count), capacity: Int(try self.maps.readMeta().capacity))
+        if wanted > buckets {
+            try regroup(copy: copy, to: wanted)
+            buckets = wanted
+        }
         let maps = self.maps.copies[copy]
         var names: [UInt32: String] = [:]
         for (name, id) in labels { names[id] = name }
-        let groups = KernelGroups(map: maps.groups, labels: names, buckets: try groupBuckets())
+        let groups = KernelGroups(map: maps.groups, labels: names, buckets: buckets)
         var census: [UInt32: UInt32] = [:]
         for (key, value) in try maps.census.entries() {
             census[BPF.value(UInt32.self, from: key)] = BPF.value(UInt32.self, from: value)
@@ -726,12 +811,14 @@ extension Dispatcher {
         let tables = rules.tables()
         var hosts: [Lane: Int] = [:]
         for key in tables.entries.keys where key.table == .host { hosts[key.lane, default: 0] += 1 }
-        let fresh = try CopyMaps.create(index: copy, capacity: Int(try maps.readMeta().capacity), hostCounts: hosts)
+        let capacity = Int(try maps.readMeta().capacity)
+        let buckets = GroupPages.bucketCount(bindings: rules.count, capacity: capacity)
+        let fresh = try CopyMaps.create(index: copy, capacity: capacity, hostCounts: hosts, groupBuckets: buckets)
         let write = CopyWrite(
             entries: tables.changes(from: RuleTables(entries: [:])),
             ports: Self.portWords(tables).changes(from: PortWords(words: [:])),
             filter: Self.filterWords(tables).changes(from: PortWords(words: [:])), groups: rules.groups,
-            oldPages: [:], buckets: try groupBuckets(),
+            oldPages: [:], buckets: buckets,
             census: Census.counts(rules).map { ($0.key, $0.value) }, count: UInt32(rules.count),
             labels: try assignLabels(for: rules))
         var maps = self.maps

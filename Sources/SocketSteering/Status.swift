@@ -54,6 +54,9 @@ public struct DispatcherStatus: Sendable, Codable, Equatable {
     public var noMatch: UInt64
     /// Per-binding counters, when they are on (``Dispatcher/enableBindingMetrics(limit:)``).
     public var bindingMetrics: BindingMetricsStatus? = nil
+    /// The bytes of kernel memory the dispatcher's maps are charged for (``Map/chargedMemory()``
+    /// of each), or nil where the kernel does not show it.
+    public var mapMemoryBytes: Int? = nil
 }
 
 extension Dispatcher {
@@ -98,7 +101,8 @@ extension Dispatcher {
             namespace: namespace.path, directory: directory, schema: meta.schema, activeCopy: active,
             maxBindings: meta.capacity, programID: link?.programID, linkID: link?.id, bindings: bindings,
             destinations: destinations, noMatch: noMatch,
-            bindingMetrics: try bindingMetricsStatus(active: active, labels: names))
+            bindingMetrics: try bindingMetricsStatus(active: active, labels: names),
+            mapMemoryBytes: try? chargedMemory())
     }
 
     /// A destination's counters summed over CPUs, in ``Layout/DestinationCounter`` order.

@@ -107,8 +107,9 @@ enum Upgrade {
     /// finishes when `upgrade` runs again.
     static func pageGroups(_ dispatcher: Dispatcher) throws {
         let capacity = Int(try dispatcher.maps.readMeta().capacity)
-        let buckets = GroupPages.bucketCount(capacity: capacity)
         for copy in 0..<2 {
+            let buckets = GroupPages.bucketCount(
+                bindings: Int(try dispatcher.maps.readMeta().counts[copy]), capacity: capacity)
             let old = dispatcher.maps.copies[copy].groups
             guard old.keySize == GroupRecord.keySize else { continue }
             var byBucket: [UInt32: [UInt8]] = [:]
@@ -123,7 +124,7 @@ enum Upgrade {
             for (bucket, records) in byBucket {
                 _ = GroupPages.appendPages(bucket: bucket, records: records, to: &keys, &values)
             }
-            let fresh = try CopyMaps.createGroups(capacity: capacity)
+            let fresh = try CopyMaps.createGroups(capacity: capacity, buckets: buckets)
             try fresh.updateBatch(keys: keys, values: values)
             let path = "\(dispatcher.directory)/c\(copy)-groups"
             unlink(path + "-next")

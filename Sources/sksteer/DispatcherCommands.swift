@@ -531,9 +531,10 @@ struct Status: ParsableCommand {
             print(
                 "netns \(status.namespace), state \(status.directory) (layout \(status.schema), copy \(status.activeCopy) in force)"
             )
+            let memory = status.mapMemoryBytes.map { ", maps \(formatMiB($0)) MiB of kernel memory" } ?? ""
             print(
-                "program #\(status.programID.map(String.init) ?? "?"), link #\(status.linkID.map(String.init) ?? "?")\n"
-            )
+                "program #\(status.programID.map(String.init) ?? "?"), link #\(status.linkID.map(String.init) ?? "?")"
+                    + "\(memory)\n")
             print("Bindings (most specific first):")
             printTable(
                 ["PROTOCOL", "PREFIX", "PORTS", "LABEL"],
@@ -718,4 +719,10 @@ struct DemoCommand: ParsableCommand {
             print("\nAll \(report.rows.count) connections landed where the bindings say.")
         }
     }
+}
+
+/// Bytes in MiB with one decimal, e.g. `12.9`.
+func formatMiB(_ bytes: Int) -> String {
+    let tenths = (bytes * 10 + 524_288) / 1_048_576
+    return "\(tenths / 10).\(tenths % 10)"
 }

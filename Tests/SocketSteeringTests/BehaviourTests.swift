@@ -229,11 +229,17 @@ struct BehaviourTests {
             let hosts = addresses.map { binding("web", "tcp", $0, "80") }
             try f.dispatcher().apply(adding: Array(hosts[..<1000]), removing: [])
             #expect(try tables().map(\.maxEntries) == [initial, initial])
+            let before = try #require(try f.dispatcher(readOnly: true).status(findOwners: false).mapMemoryBytes)
             // 1000 + 500 do not fit in 1024: both copies grow.
             try f.dispatcher().apply(adding: Array(hosts[1000...]), removing: [])
             let grown = CopyMaps.hostEntries(for: initial + 500, capacity: 65536)
             #expect(grown > initial)
             #expect(try tables().map(\.maxEntries) == [grown, grown])
+            // status counts the larger bucket arrays (16 bytes a bucket, both copies).
+            let after = try #require(try f.dispatcher(readOnly: true).status(findOwners: false).mapMemoryBytes)
+            #expect(after - before >= 2 * (grown - initial) * 16, "\(before) → \(after) bytes")
+            let shown = try f.runSksteer(["status"])
+            #expect(shown.output.contains("MiB of kernel memory"), "\(shown.output)")
             #expect(try tables().map { try $0.keys().count } == [1500, 1500])
             #expect(try f.dispatcher(readOnly: true).bindings().count == 1500)
             for round in 0..<2 {
@@ -253,6 +259,57 @@ struct BehaviourTests {
             #expect(try f.land(.tcp, addresses[0], 80) == "web")
             #expect(try f.land(.tcp, addresses[1], 80) == "refused")
             #expect(try f.land(.tcp, "::1", 80) == "web6")
+        }
+    }
+
+    /// A copy's binding listing (`groups`) has as many buckets as its bindings need: a change
+    /// that passes 8 bindings a bucket regroups it (in each copy while it is idle), a
+    /// whole-set apply of far fewer bindings regroups it down. The listing, real connections
+    /// and the next changes stay right; the table's memory follows its pages.
+    @Test func groupTablesFollowTheirBindings() throws {
+        try exclusively {
+            let f = try Fixture()
+            try f.serve("web", .tcp, .loopback4, 0, label: "web")
+            func buckets() throws -> [Int] {
+                let d = try f.dispatcher(readOnly: true)
+                return try (0..<2).map { try d.groupBuckets(copy: $0) }
+            }
+            func memory() throws -> [Int] {
+                let d = try f.dispatcher(readOnly: true)
+                return try (0..<2).map { try d.maps.copies[$0].groups.chargedMemory() }
+            }
+            #expect(try buckets() == [16, 16])
+            let addresses = (0..<1000).map { "127.1.\($0 / 250).\($0 % 250 + 1)" }
+            let hosts = addresses.map { binding("web", "tcp", $0, "80") }
+            try f.dispatcher().apply(adding: Array(hosts[..<100]), removing: [])
+            #expect(try buckets() == [16, 16])
+            let small = try memory()
+            try f.dispatcher().apply(adding: Array(hosts[100...]), removing: [])
+            let wanted = GroupPages.bucketCount(bindings: 1000, capacity: 65536)
+            #expect(wanted == 128)
+            #expect(try buckets() == [wanted, wanted])
+            #expect(try Set(f.dispatcher(readOnly: true).bindings()) == Set(hosts))
+            // The other copy too: switch to it, and back.
+            for round in 0..<2 {
+                for index in [0, 99, 100, 999] {
+                    #expect(try f.land(.tcp, addresses[index], 80) == "web", "round \(round) #\(index)")
+                }
+                try f.dispatcher().unbind(hosts[5])
+                #expect(try f.land(.tcp, addresses[5], 80) == "refused")
+                try f.bind("web", "tcp", addresses[5], "80")
+            }
+            #expect(try Set(f.dispatcher(readOnly: true).bindings()) == Set(hosts))
+            let large = try memory()
+            #expect(zip(small, large).allSatisfy { $0 < $1 }, "\(small) → \(large) bytes")
+            // A whole-set apply of two bindings regroups both copies down.
+            try f.dispatcher().apply([hosts[0], hosts[999]], incrementalUpTo: 0)
+            #expect(try buckets() == [16, 16])
+            #expect(try Set(f.dispatcher(readOnly: true).bindings()) == [hosts[0], hosts[999]])
+            #expect(try memory().allSatisfy { $0 < large.min()! })
+            #expect(try f.land(.tcp, addresses[0], 80) == "web")
+            #expect(try f.land(.tcp, addresses[1], 80) == "refused")
+            try f.bind("web", "tcp", addresses[1], "80")
+            #expect(try f.land(.tcp, addresses[1], 80) == "web")
         }
     }
 

@@ -260,6 +260,7 @@ struct ExporterTests {
                 #expect(parsed["sksteer_destination_misses_total|gone|ipv4|tcp"] == 1)
                 #expect(parsed["sksteer_destination_has_socket|gone|ipv4|tcp"] == 0)
                 #expect(parsed["sksteer_destination_bindings|web|ipv4|tcp"] == 1)
+                #expect((parsed["sksteer_map_memory_bytes|||"] ?? 0) > 0)
                 // More traffic: no counter goes down, the ones traffic reached go up.
                 for port: UInt16 in 86...90 { #expect(try f.land(.tcp, "127.0.0.1", port) == "web") }
                 let later = try parseWithPythonClient(

@@ -287,3 +287,41 @@ func groupPagesHoldEveryRecordOnce(seed: UInt64) throws {
         #expect(Layout.HostFilter.bit(lane: lane, port: otherPort, address: address) != bits[255])
     }
 }
+
+/// A `groups` table's bucket count follows its bindings (a power of two, at least 16, at most
+/// 8 bindings a bucket until the capacity's count), and the pages of any rule set of that
+/// many bindings fit the table's page limit with its header; a header page reads back as
+/// the bucket count and holds no records.
+@Test(arguments: [4, 5] as [UInt64])
+func groupBucketsFollowTheBindings(seed: UInt64) throws {
+    let capacity = 1 << 16
+    #expect(GroupPages.bucketCount(bindings: 0, capacity: capacity) == 16)
+    #expect(GroupPages.bucketCount(bindings: 128, capacity: capacity) == 16)
+    #expect(GroupPages.bucketCount(bindings: 129, capacity: capacity) == 32)
+    #expect(
+        GroupPages.bucketCount(bindings: capacity, capacity: capacity) == GroupPages.bucketCount(capacity: capacity))
+    for bindings in [0, 1, 7, 128, 129, 1000, 1024, 1025, 40_000, capacity] {
+        let buckets = GroupPages.bucketCount(bindings: bindings, capacity: capacity)
+        #expect(buckets >= 16 && buckets & (buckets - 1) == 0)
+        #expect(bindings <= buckets * 8 || buckets == GroupPages.bucketCount(capacity: capacity))
+        let header = GroupPages.header(buckets: buckets)
+        #expect(GroupPages.buckets(header: header) == buckets)
+        #expect(try #require(GroupPages.records(header)).records.isEmpty)
+    }
+    #expect(GroupPages.buckets(header: [UInt8](repeating: 0, count: GroupPages.valueSize)) == nil)
+    var rng = SeededGenerator(seed: seed)
+    for bindings in [100, 1000, 5000] {
+        var rules = RuleSet()
+        while rules.count < bindings { _ = try? rules.insert(RandomRules.binding(using: &rng)) }
+        var labels: [String: UInt32] = [:]
+        for (index, label) in rules.labels.sorted().enumerated() { labels[label] = UInt32(index) }
+        let buckets = GroupPages.bucketCount(bindings: rules.count, capacity: capacity)
+        let pages = GroupPages.encode(rules.groups, oldPages: [:], buckets: buckets, labels: labels).count
+        #expect(pages + 1 <= GroupPages.pageLimit(buckets: buckets, capacity: capacity), "\(bindings) bindings")
+        // Fuller pages than at the capacity's bucket count.
+        let sparse = GroupPages.encode(
+            rules.groups, oldPages: [:], buckets: GroupPages.bucketCount(capacity: capacity), labels: labels
+        ).count
+        #expect(pages < sparse, "\(pages) pages against \(sparse)")
+    }
+}
