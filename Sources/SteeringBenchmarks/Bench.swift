@@ -546,6 +546,10 @@ public enum Bench {
 
     // MARK: Control plane
 
+    /// Rounds of `bind one` and of the 10-binding change; the report gives their medians.
+    static let bindRounds = 5
+    static let changeRounds = 3
+
     static func measureChanges(_ setup: Setup, into results: inout Results, say: (String) -> Void) throws {
         let name = setup.workload.name
         let present = setup.workload.ruleCount
@@ -554,7 +558,13 @@ public enum Bench {
         let destination = UInt32(setup.destinations.firstIndex { $0.label == 0 } ?? 0)
         // Port 8080 is used by no workload, so these are new bindings.
         let one = Rule(.tcp, .v4(192, 0, 2, 0), length: 24, port: 8080)
-        let bind = try seconds { _ = try dispatcher.bind(one.binding(label: label)) }
+        // Single changes are medians of several rounds (each undone, untimed, but the last).
+        let bind = try median(
+            (0..<bindRounds).map { round in
+                let took = try seconds { _ = try dispatcher.bind(one.binding(label: label)) }
+                if round < bindRounds - 1 { _ = try dispatcher.unbind(one.binding(label: label)) }
+                return took
+            })
         let tubular = setup.tubular
         // tubular's trie holds at most MAX_BINDINGS: make room for the 11 new ones (untimed).
         let removed = max(0, present + 11 - TubularDispatcher.maxBindings)
@@ -563,25 +573,41 @@ public enum Bench {
         }
         let note =
             removed > 0 ? " (\(removed) removed first: its trie holds at most \(TubularDispatcher.maxBindings))" : ""
-        let bindTubular = try seconds {
-            try tubular.bindings.update(
-                TubularDispatcher.key(one), TubularDispatcher.value(one, destination: destination))
-        }
+        let bindTubular = try median(
+            (0..<bindRounds).map { round in
+                let took = try seconds {
+                    try tubular.bindings.update(
+                        TubularDispatcher.key(one), TubularDispatcher.value(one, destination: destination))
+                }
+                if round < bindRounds - 1 { _ = try tubular.bindings.delete(TubularDispatcher.key(one)) }
+                return took
+            })
         results.controlPlane.append(
             ControlRow(
                 workload: name, operation: "bind one", present: present, sksteerSeconds: bind,
                 tubularMethod: "1 × BPF_MAP_UPDATE_ELEM" + note, tubularSeconds: bindTubular,
                 ratio: ratio(bind, bindTubular)))
         let ten = (0..<10).map { Rule(.tcp, .v4(198, 51, 100, UInt8($0)), length: 32, port: 8080) }
-        let change = try seconds {
-            _ = try dispatcher.apply(adding: ten.map { $0.binding(label: label) }, removing: [])
-        }
-        let changeTubular = try seconds {
-            for rule in ten {
-                try tubular.bindings.update(
-                    TubularDispatcher.key(rule), TubularDispatcher.value(rule, destination: destination))
-            }
-        }
+        let tenBindings = ten.map { $0.binding(label: label) }
+        let change = try median(
+            (0..<changeRounds).map { round in
+                let took = try seconds { _ = try dispatcher.apply(adding: tenBindings, removing: []) }
+                if round < changeRounds - 1 { _ = try dispatcher.apply(adding: [], removing: tenBindings) }
+                return took
+            })
+        let changeTubular = try median(
+            (0..<changeRounds).map { round in
+                let took = try seconds {
+                    for rule in ten {
+                        try tubular.bindings.update(
+                            TubularDispatcher.key(rule), TubularDispatcher.value(rule, destination: destination))
+                    }
+                }
+                if round < changeRounds - 1 {
+                    for rule in ten { _ = try tubular.bindings.delete(TubularDispatcher.key(rule)) }
+                }
+                return took
+            })
         results.controlPlane.append(
             ControlRow(
                 workload: name, operation: "apply a 10-binding change", present: present + 1, sksteerSeconds: change,

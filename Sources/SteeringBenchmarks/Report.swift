@@ -109,7 +109,9 @@ extension Bench {
             out += "The control plane was not timed in this run.\n"
         } else {
             out += "tubular's side is what its Go control plane does to its maps, timed from here (one map update"
-            out += " per binding, no destination bookkeeping); sksteer's is the public API. "
+            out += " per binding, no destination bookkeeping); sksteer's is the public API. `bind one` and the"
+            out += " 10-binding change are medians of \(bindRounds) and \(changeRounds) rounds, each undone (untimed)"
+            out += " but the last, in both. "
             out += verdict(
                 results.controlPlane.map { ("\($0.workload)/\($0.operation)", $0.ratio) }, noun: "operations")
             out += "\n\n| workload | operation | bindings present | sksteer ms | tubular does | tubular ms | ratio |\n"
