@@ -54,7 +54,7 @@ public struct DispatcherStatus: Sendable, Codable, Equatable {
     public var noMatch: UInt64
     /// Per-binding counters, when they are on (``Dispatcher/enableBindingMetrics(limit:)``).
     public var bindingMetrics: BindingMetricsStatus? = nil
-    /// The bytes of kernel memory the dispatcher's maps are charged for (``Map/chargedMemory()``
+    /// The bytes of kernel memory the dispatcher's maps are charged for (`Map.chargedMemory()`
     /// of each), or nil where the kernel does not show it.
     public var mapMemoryBytes: Int? = nil
 }
