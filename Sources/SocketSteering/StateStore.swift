@@ -220,47 +220,54 @@ extension Dispatcher {
     /// Replaces the `groups` table of `copy` (a copy no program reads, and pending) by a new
     /// one of `buckets` buckets holding `groups` (every group of the rules it is to hold).
     func replaceGroups(copy: Int, buckets: Int, with groups: EncodedGroups) throws {
-        let fresh = try CopyMaps.createGroups(capacity: Int(try maps.readMeta().capacity), buckets: buckets)
-        try ParallelJob.run(
-            groups.batches.map { batch in
-                ParallelJob(cost: batch.count) { () throws(BPFError) in
-                    try fresh.updateBatch(keys: batch.keys, values: batch.values)
-                }
-            })
-        try replacePin("c\(copy)-groups", with: fresh)
-        maps.copies[copy].groups = fresh
+        maps.copies[copy].groups = try CopyMaps.createGroups(
+            capacity: Int(try maps.readMeta().capacity), buckets: buckets)
+        try writeGroups(groups, to: copy)
+        try replacePin("c\(copy)-groups", with: maps.copies[copy].groups)
     }
 
     /// Replaces the `groups` table of `copy` (a copy no program reads, and pending) by one of
-    /// `buckets` buckets holding the same records (at most 8 a bucket: it only grows). A bucket's records are all read to change
-    /// one group, so a table whose bindings outgrow 8 a bucket is regrouped to twice as many
-    /// (or more) buckets: the cost of the copies stays proportional to the bindings written.
+    /// `buckets` buckets holding the same records (at most 8 a bucket: it only grows). A
+    /// bucket's records are all read to change one group, so a table whose bindings outgrow 8
+    /// a bucket is regrouped to twice as many (or more) buckets: the cost of the copies stays
+    /// proportional to the bindings written.
     func regroup(copy: Int, to buckets: Int) throws {
         let started = DispatchTime.now().uptimeNanoseconds
-        let old = maps.copies[copy].groups
+        let records = try GroupPages.allRecords(maps.copies[copy].groups)
+        let pages = try packGroups(copy: copy, records: records, buckets: buckets)
+        logger.debug(
+            "groups regrouped",
+            metadata: [
+                "copy": "\(copy)", "buckets": "\(buckets)", "pages": "\(pages)",
+                "ms": "\(Double(DispatchTime.now().uptimeNanoseconds - started) / 1e6)",
+            ])
+    }
+
+    /// Replaces the `groups` table of `copy` (a copy no program reads) by one of `buckets`
+    /// buckets holding `records` (``GroupRecord`` keys and values), packed into pages by the
+    /// bucket of their group; returns how many pages.
+    @discardableResult
+    func packGroups(copy: Int, records: [(key: [UInt8], value: [UInt8])], buckets: Int) throws -> Int {
         var byBucket: [UInt32: [UInt8]] = [:]
-        for (key, value) in try GroupPages.allRecords(old) {
-            guard let (group, _) = GroupRecord.decodeKey(key) else {
+        for (key, value) in records {
+            guard let (group, _) = GroupRecord.decodeKey(key), value.count == GroupRecord.valueSize else {
                 throw SteeringError.kernel(
-                    "the groups table of copy \(copy) has an unreadable record; run sksteer apply")
+                    "the groups table of copy \(copy) has an unreadable record; sksteer apply writes it anew"
+                        + " (state of a layout that apply refuses: unload, load and apply again)")
             }
             byBucket[GroupPages.bucket(group, count: buckets), default: []] += key + value
         }
         var keys: [UInt8] = []
         var values: [UInt8] = []
+        var pages = 0
         for (bucket, records) in byBucket {
-            _ = GroupPages.appendPages(bucket: bucket, records: records, to: &keys, &values)
+            pages += GroupPages.appendPages(bucket: bucket, records: records, to: &keys, &values)
         }
         let fresh = try CopyMaps.createGroups(capacity: Int(try maps.readMeta().capacity), buckets: buckets)
         try fresh.updateBatch(keys: keys, values: values)
         try replacePin("c\(copy)-groups", with: fresh)
         maps.copies[copy].groups = fresh
-        logger.debug(
-            "groups regrouped",
-            metadata: [
-                "copy": "\(copy)", "buckets": "\(buckets)", "pages": "\(keys.count / GroupPages.keySize)",
-                "ms": "\(Double(DispatchTime.now().uptimeNanoseconds - started) / 1e6)",
-            ])
+        return pages
     }
 
     /// The commit protocol around a change written by `body` to one copy at a time (told

@@ -112,27 +112,7 @@ enum Upgrade {
                 bindings: Int(try dispatcher.maps.readMeta().counts[copy]), capacity: capacity)
             let old = dispatcher.maps.copies[copy].groups
             guard old.keySize == GroupRecord.keySize else { continue }
-            var byBucket: [UInt32: [UInt8]] = [:]
-            for (key, value) in try old.entries() {
-                guard let (group, _) = GroupRecord.decodeKey(key), value.count == GroupRecord.valueSize else {
-                    throw SteeringError.kernel("the groups table of copy \(copy) has an unreadable record")
-                }
-                byBucket[GroupPages.bucket(group, count: buckets), default: []] += key + value
-            }
-            var keys: [UInt8] = []
-            var values: [UInt8] = []
-            for (bucket, records) in byBucket {
-                _ = GroupPages.appendPages(bucket: bucket, records: records, to: &keys, &values)
-            }
-            let fresh = try CopyMaps.createGroups(capacity: capacity, buckets: buckets)
-            try fresh.updateBatch(keys: keys, values: values)
-            let path = "\(dispatcher.directory)/c\(copy)-groups"
-            unlink(path + "-next")
-            try Dispatcher.pin(fresh, at: path + "-next")
-            guard rename(path + "-next", path) == 0 else {
-                throw SteeringError.kernel("cannot replace \(path): \(errnoDescription(errno))")
-            }
-            dispatcher.maps.copies[copy].groups = fresh
+            try dispatcher.packGroups(copy: copy, records: old.entries(), buckets: buckets)
         }
     }
 
