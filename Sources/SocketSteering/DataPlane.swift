@@ -19,9 +19,13 @@ struct DataPlaneMaps: Sendable {
     /// `PERCPU_HASH` ``Layout/BindingCounterKey`` → ``Layout/BindingCounter``, when
     /// per-binding counters are on; without it the program has no code for them.
     var bindingMetrics: Map? = nil
-    /// Lanes whose `wild` trie is empty: their program has no lookup of it. Only for maps
-    /// that nothing writes while the program reads them (a copy, from its switch on).
-    var emptyWild: Set<Lane> = []
+    /// The tables that were empty when the program was made, by lane: the program has no
+    /// code for them (a lane with none has only a jump to "no binding"). Only for maps that
+    /// nothing writes while the program reads them (a copy, from its switch on).
+    var empty: [Lane: Set<Table>] = [:]
+
+    /// Whether `lane`'s `table` is left out of the program.
+    func isEmpty(_ lane: Lane, _ table: Table) -> Bool { empty[lane]?.contains(table) ?? false }
 }
 
 /// Generates the dispatcher's SK_LOOKUP program with the DSL (no C). The steps are those of
@@ -30,9 +34,10 @@ struct DataPlaneMaps: Sendable {
 /// Per connection: the port's flags (an array read the verifier inlines); the `host` hash if
 /// the port has host entries (a hit ends the search); the `exact` trie if it has exact
 /// entries (a hit ends the search unless the entry says an all-ports binding may beat it);
-/// else the `wild` trie (left out of a lane whose `wild` trie was empty when the program was
-/// made: a lookup of an empty trie is a helper call that finds nothing). Then the
-/// destination's counters, one SOCKMAP read at a slot chosen by a hash of the remote address
+/// else the `wild` trie. A table that was empty when the program was made has no code (a
+/// lookup of an empty table is a helper call that finds nothing): without `host` and `exact`
+/// entries the port's flags are not read, and a lane with no entries at all goes straight to
+/// "no binding". Then the destination's counters, one SOCKMAP read at a slot chosen by a hash of the remote address
 /// and port (the next slots if that socket has closed), and `bpf_sk_assign`.
 enum DataPlane {
     // Stack layout (offsets from r10). The exact key starts 2 bytes past an 8-byte boundary so
@@ -70,11 +75,8 @@ enum DataPlane {
         let ctx = Register.r6
         let found4 = Label("found4")
         let found6 = Label("found6")
-        let select = Label("select")
-        let miss = Label("miss")
-        let assign = Label("assign")
         let nomatch = Label("nomatch")
-        let passVerdict = Label("pass")
+        let live = Lane.allCases.filter { hasCode($0, maps) }
         let lanes = Dictionary(uniqueKeysWithValues: Lane.allCases.map { ($0, Label("lane_\($0)")) })
 
         return try assemble {
@@ -86,125 +88,32 @@ enum DataPlane {
             case .everyRun: Instruction.st(.w, .r10, countingSlot, 1)
             case .never: Instruction.st(.w, .r10, countingSlot, 0)
             }
+            // Readers tell which copy a program reads by its port flags (`activeCopy()`), and
+            // whether it counts per binding by that map: a program whose code does not read
+            // them still refers to them.
+            if !live.contains(where: { !maps.isEmpty($0, .host) || !maps.isEmpty($0, .exact) }) {
+                Statement.loadMap(.r2, maps.ports)
+            }
+            if live.isEmpty, let bindingMetrics = maps.bindingMetrics { Statement.loadMap(.r2, bindingMetrics) }
             // Which lane: family, then protocol; anything else is not ours.
             SKLookup.getFamily(ctx, into: .r2)
             SKLookup.getProtocol(ctx, into: .r3)
             for lane in Lane.allCases {
                 let next = Label("not_\(lane)")
                 Statement.jump(.jne, .r2, lane.ipv6 ? afInet6 : afInet, to: next)
-                Statement.jump(.jeq, .r3, lane.transport == .tcp ? ipprotoTCP : ipprotoUDP, to: lanes[lane]!)
+                Statement.jump(
+                    .jeq, .r3, lane.transport == .tcp ? ipprotoTCP : ipprotoUDP,
+                    to: live.contains(lane) ? lanes[lane]! : nomatch)
                 next
             }
             SKLookup.pass()
 
-            for lane in Lane.allCases {
+            // Only code that can run: the verifier refuses a program with unreachable instructions.
+            for lane in live {
                 lanes[lane]!
                 laneLookup(lane, maps, found: lane.ipv6 ? found6 : found4, nomatch: nomatch)
             }
-
-            // A binding matched; r0 is its entry. The socket slot comes from a hash of the
-            // remote address and port (Fibonacci hashing: the top bits of the product).
-            found4
-            Instruction.ldx(.w, .r7, .r0, Int16(Layout.EntryValueLayout.destination.offset))
-            Instruction.ldx(.b, .r3, .r0, Int16(Layout.EntryValueLayout.flags.offset))
-            Instruction.stx(.w, .r10, .r3, entryFlagsSlot)
-            if maps.bindingMetrics != nil { bindingKeyFromEntry(ipv6: false) }
-            SKLookup.getRemoteIPv4(ctx, into: .r3)
-            Statement.ja(to: select)
-            found6
-            Instruction.ldx(.w, .r7, .r0, Int16(Layout.EntryValueLayout.destination.offset))
-            Instruction.ldx(.b, .r3, .r0, Int16(Layout.EntryValueLayout.flags.offset))
-            Instruction.stx(.w, .r10, .r3, entryFlagsSlot)
-            if maps.bindingMetrics != nil { bindingKeyFromEntry(ipv6: true) }
-            SKLookup.getRemoteIPv6(ctx, word: 0, into: .r3)
-            for word in 1..<4 {
-                SKLookup.getRemoteIPv6(ctx, word: word, into: .r4)
-                Instruction.alu(.xor, .r3, .r4, is64: false)
-            }
-            select
-            SKLookup.getRemotePort(ctx, into: .r4)
-            Instruction.alu(.xor, .r3, .r4, is64: false)
-            Instruction.mul32(.r3, Int32(bitPattern: 0x9e37_79b1))
-            Instruction.rsh32(.r3, 28)
-            Instruction.stx(.w, .r10, .r3, hashSlot)
-            Instruction.stx(.w, .r10, .r7, destinationSlot)
-            // The destination's counters (r8, or 0 when not counting).
-            Instruction.mov(.r8, 0)
-            counting("found") {
-                lookup(maps.destinationMetrics, keyAt: destinationSlot)
-                Instruction.mov(.r8, .r0)
-                Statement.jump(.jeq, .r8, 0, to: Label("uncounted_found"))
-                increment(.r8, Layout.DestinationCounter.lookups)
-            }
-            // The binding's counters (r9, or 0 when not counting).
-            if let bindingMetrics = maps.bindingMetrics {
-                Instruction.mov(.r9, 0)
-                counting("binding") { countBinding(bindingMetrics) }
-            }
-            // The slot the hash picks, then the ones after it: a closed socket's slots are
-            // empty until the next registration spreads the live sockets again.
-            for attempt in 0..<Int32(Layout.socketsPerDestination) {
-                Instruction.ldx(.w, .r4, .r10, hashSlot)
-                if attempt > 0 {
-                    Instruction.add32(.r4, attempt)
-                    Instruction.and32(.r4, Int32(Layout.socketsPerDestination - 1))
-                }
-                Instruction.mov32(.r3, .r7)
-                Instruction.lsh32(.r3, 4)
-                Instruction.or32(.r3, .r4)
-                Instruction.stx(.w, .r10, .r3, scratch)
-                lookup(maps.sockets, keyAt: scratch)
-                Statement.jump(.jne, .r0, 0, to: assign)
-            }
-
-            // A binding matched but no socket is there: refuse, so the traffic does not reach
-            // some other socket bound to the address (unless the binding says to pass it on).
-            miss
-            if maps.bindingMetrics != nil {
-                Statement.jump(.jeq, .r9, 0, to: Label("binding_uncounted_miss"))
-                increment(.r9, offset: Layout.BindingCounter.misses.offset)
-                Label("binding_uncounted_miss")
-            }
-            Statement.jump(.jeq, .r8, 0, to: Label("uncounted_miss"))
-            increment(.r8, Layout.DestinationCounter.misses)
-            Label("uncounted_miss")
-            Instruction.ldx(.w, .r2, .r10, entryFlagsSlot)
-            Statement.jump(.jset, .r2, Int32(Layout.EntryFlags.passWithoutSocket), to: passVerdict)
-            SKLookup.drop()
-
-            assign
-            Instruction.mov(.r9, .r0)
-            // Real traffic: flags 0, so an SO_REUSEPORT group still spreads its load. Test runs
-            // cannot pick within a group, so they take exactly the registered socket.
-            Instruction.mov(.r3, 0)
-            Instruction.ldx(.w, .r2, .r10, countingSlot)
-            Instruction.jump(.jne, .r2, 0, offset: 1)
-            Instruction.mov(.r3, Int32(AssignFlags.noReuseport.rawValue))
-            Instruction.mov(.r1, ctx)
-            Instruction.mov(.r2, .r9)
-            Instruction.call(.skAssign)
-            Instruction.mov(.r7, .r0)
-            Instruction.mov(.r1, .r9)
-            Instruction.call(.skRelease)
-            Statement.jump(.jeq, .r7, 0, to: passVerdict)
-            Statement.jump(.jeq, .r8, 0, to: Label("uncounted_error"))
-            for (code, counter) in [
-                (AssignError.alreadySelected, Layout.DestinationCounter.errorExists),
-                (.socketNotSupported, .errorSocketState), (.protocolMismatch, .errorProtocol),
-                (.familyMismatch, .errorFamily),
-            ] {
-                let next = Label("error_not_\(code.rawValue)")
-                Statement.jump(.jne, .r7, -code.rawValue, to: next)
-                increment(.r8, counter)
-                SKLookup.drop()
-                next
-            }
-            increment(.r8, .errorOther)
-            Label("uncounted_error")
-            SKLookup.drop()
-
-            passVerdict
-            SKLookup.pass()
+            if !live.isEmpty { found(maps, ipv4: live.contains { !$0.ipv6 }, ipv6: live.contains(where: \.ipv6)) }
 
             // No binding: the kernel's normal lookup goes on.
             nomatch
@@ -220,10 +129,140 @@ enum DataPlane {
         }
     }
 
-    /// One lane's search; ends at `found` with r0 = the entry, or at `nomatch`.
+    /// Whether `lane` has code in the program: some table of it is not left out.
+    static func hasCode(_ lane: Lane, _ maps: DataPlaneMaps) -> Bool {
+        Table.allCases.contains { !maps.isEmpty(lane, $0) }
+    }
+
+    /// From `found4` or `found6` (r0 the matched entry) to the verdict: the destination's
+    /// counters, its socket and `bpf_sk_assign`. Only the families that have lanes with code.
+    @ProgramBuilder
+    static func found(_ maps: DataPlaneMaps, ipv4: Bool, ipv6: Bool) -> [Statement] {
+        let ctx = Register.r6
+        let select = Label("select")
+        let miss = Label("miss")
+        let assign = Label("assign")
+        let passVerdict = Label("pass")
+        // A binding matched; r0 is its entry. The socket slot comes from a hash of the
+        // remote address and port (Fibonacci hashing: the top bits of the product).
+        if ipv4 {
+            Label("found4")
+            Instruction.ldx(.w, .r7, .r0, Int16(Layout.EntryValueLayout.destination.offset))
+            Instruction.ldx(.b, .r3, .r0, Int16(Layout.EntryValueLayout.flags.offset))
+            Instruction.stx(.w, .r10, .r3, entryFlagsSlot)
+            if maps.bindingMetrics != nil { bindingKeyFromEntry(ipv6: false) }
+            SKLookup.getRemoteIPv4(ctx, into: .r3)
+            Statement.ja(to: select)
+        }
+        if ipv6 {
+            Label("found6")
+            Instruction.ldx(.w, .r7, .r0, Int16(Layout.EntryValueLayout.destination.offset))
+            Instruction.ldx(.b, .r3, .r0, Int16(Layout.EntryValueLayout.flags.offset))
+            Instruction.stx(.w, .r10, .r3, entryFlagsSlot)
+            if maps.bindingMetrics != nil { bindingKeyFromEntry(ipv6: true) }
+            SKLookup.getRemoteIPv6(ctx, word: 0, into: .r3)
+            for word in 1..<4 {
+                SKLookup.getRemoteIPv6(ctx, word: word, into: .r4)
+                Instruction.alu(.xor, .r3, .r4, is64: false)
+            }
+        }
+        select
+        SKLookup.getRemotePort(ctx, into: .r4)
+        Instruction.alu(.xor, .r3, .r4, is64: false)
+        Instruction.mul32(.r3, Int32(bitPattern: 0x9e37_79b1))
+        Instruction.rsh32(.r3, 28)
+        Instruction.stx(.w, .r10, .r3, hashSlot)
+        Instruction.stx(.w, .r10, .r7, destinationSlot)
+        // The destination's counters (r8, or 0 when not counting).
+        Instruction.mov(.r8, 0)
+        counting("found") {
+            lookup(maps.destinationMetrics, keyAt: destinationSlot)
+            Instruction.mov(.r8, .r0)
+            Statement.jump(.jeq, .r8, 0, to: Label("uncounted_found"))
+            increment(.r8, Layout.DestinationCounter.lookups)
+        }
+        // The binding's counters (r9, or 0 when not counting).
+        if let bindingMetrics = maps.bindingMetrics {
+            Instruction.mov(.r9, 0)
+            counting("binding") { countBinding(bindingMetrics) }
+        }
+        // The slot the hash picks, then the ones after it: a closed socket's slots are
+        // empty until the next registration spreads the live sockets again.
+        for attempt in 0..<Int32(Layout.socketsPerDestination) {
+            Instruction.ldx(.w, .r4, .r10, hashSlot)
+            if attempt > 0 {
+                Instruction.add32(.r4, attempt)
+                Instruction.and32(.r4, Int32(Layout.socketsPerDestination - 1))
+            }
+            Instruction.mov32(.r3, .r7)
+            Instruction.lsh32(.r3, 4)
+            Instruction.or32(.r3, .r4)
+            Instruction.stx(.w, .r10, .r3, scratch)
+            lookup(maps.sockets, keyAt: scratch)
+            Statement.jump(.jne, .r0, 0, to: assign)
+        }
+
+        // A binding matched but no socket is there: refuse, so the traffic does not reach
+        // some other socket bound to the address (unless the binding says to pass it on).
+        miss
+        if maps.bindingMetrics != nil {
+            Statement.jump(.jeq, .r9, 0, to: Label("binding_uncounted_miss"))
+            increment(.r9, offset: Layout.BindingCounter.misses.offset)
+            Label("binding_uncounted_miss")
+        }
+        Statement.jump(.jeq, .r8, 0, to: Label("uncounted_miss"))
+        increment(.r8, Layout.DestinationCounter.misses)
+        Label("uncounted_miss")
+        Instruction.ldx(.w, .r2, .r10, entryFlagsSlot)
+        Statement.jump(.jset, .r2, Int32(Layout.EntryFlags.passWithoutSocket), to: passVerdict)
+        SKLookup.drop()
+
+        assign
+        Instruction.mov(.r9, .r0)
+        // Real traffic: flags 0, so an SO_REUSEPORT group still spreads its load. Test runs
+        // cannot pick within a group, so they take exactly the registered socket.
+        Instruction.mov(.r3, 0)
+        Instruction.ldx(.w, .r2, .r10, countingSlot)
+        Instruction.jump(.jne, .r2, 0, offset: 1)
+        Instruction.mov(.r3, Int32(AssignFlags.noReuseport.rawValue))
+        Instruction.mov(.r1, ctx)
+        Instruction.mov(.r2, .r9)
+        Instruction.call(.skAssign)
+        Instruction.mov(.r7, .r0)
+        Instruction.mov(.r1, .r9)
+        Instruction.call(.skRelease)
+        Statement.jump(.jeq, .r7, 0, to: passVerdict)
+        Statement.jump(.jeq, .r8, 0, to: Label("uncounted_error"))
+        for (code, counter) in [
+            (AssignError.alreadySelected, Layout.DestinationCounter.errorExists),
+            (.socketNotSupported, .errorSocketState), (.protocolMismatch, .errorProtocol),
+            (.familyMismatch, .errorFamily),
+        ] {
+            let next = Label("error_not_\(code.rawValue)")
+            Statement.jump(.jne, .r7, -code.rawValue, to: next)
+            increment(.r8, counter)
+            SKLookup.drop()
+            next
+        }
+        increment(.r8, .errorOther)
+        Label("uncounted_error")
+        SKLookup.drop()
+
+        passVerdict
+        SKLookup.pass()
+    }
+
+    /// One lane's search; ends at `found` with r0 = the entry, or at `nomatch`. Tables in
+    /// ``DataPlaneMaps/empty`` have no code.
     static func laneLookup(_ lane: Lane, _ maps: DataPlaneMaps, found: Label, nomatch: Label) -> [Statement] {
         let tables = maps.tables[lane]!
         let name = "\(lane)"
+        let hasHost = !maps.isEmpty(lane, .host)
+        let hasExact = !maps.isEmpty(lane, .exact)
+        let hasWild = !maps.isEmpty(lane, .wild)
+        // Host and exact entries are keyed by port, and the port's flags say which it has.
+        let byPort = hasHost || hasExact
+        guard byPort || hasWild else { return [.ja(to: nomatch)] }
         let noHost = Label("nohost_\(name)")
         let wildOnly = Label("wild_\(name)")
         let exactWins = Label("exact_wins_\(name)")
@@ -232,44 +271,94 @@ enum DataPlane {
         let prefixLength = exactKey + Int16(Layout.ExactKey.prefixLength.offset)
         var body: [Statement] = []
         // Keys: the exact key's length is written in two halves (it is only 2-byte aligned).
-        let exactLength = UInt32(16 + lane.addressBits)
-        body += [
-            .instruction(.st(.h, .r10, prefixLength, Int32(exactLength & 0xffff))),
-            .instruction(.st(.h, .r10, prefixLength + 2, Int32(exactLength >> 16))),
-            .instruction(.st(.w, .r10, wildKey + Int16(Layout.WildKey.prefixLength.offset), Int32(lane.addressBits))),
-        ]
-        body += SKLookup.getLocalPort(.r6, into: .r7)
-        body.append(.instruction(.stx(.h, .r10, .r7, exactKey + Int16(Layout.ExactKey.port.offset))))
+        if byPort {
+            let exactLength = UInt32(16 + lane.addressBits)
+            body += [
+                .instruction(.st(.h, .r10, prefixLength, Int32(exactLength & 0xffff))),
+                .instruction(.st(.h, .r10, prefixLength + 2, Int32(exactLength >> 16))),
+            ]
+            body += SKLookup.getLocalPort(.r6, into: .r7)
+            body.append(.instruction(.stx(.h, .r10, .r7, exactKey + Int16(Layout.ExactKey.port.offset))))
+        }
+        if hasWild {
+            body.append(
+                .instruction(
+                    .st(.w, .r10, wildKey + Int16(Layout.WildKey.prefixLength.offset), Int32(lane.addressBits))))
+        }
         for word in 0..<(lane.addressSize / 4) {
             body +=
                 lane.ipv6 ? SKLookup.getLocalIPv6(.r6, word: word, into: .r2) : SKLookup.getLocalIPv4(.r6, into: .r2)
-            body.append(.instruction(.stx(.w, .r10, .r2, exactKeyAddress + Int16(4 * word))))
-            body.append(.instruction(.stx(.w, .r10, .r2, wildKeyAddress + Int16(4 * word))))
+            if byPort { body.append(.instruction(.stx(.w, .r10, .r2, exactKeyAddress + Int16(4 * word)))) }
+            if hasWild { body.append(.instruction(.stx(.w, .r10, .r2, wildKeyAddress + Int16(4 * word)))) }
         }
-        // The port's flags: word = protocol × 4096 + port / 16; two bits at (port % 16) × 4 (+2 for IPv6).
-        body += [
-            .instruction(.mov32(.r2, .r7)),
-            .instruction(.rsh32(.r2, 4)),
-        ]
-        if lane.transport == .udp { body.append(.instruction(.add32(.r2, 4096))) }
-        body.append(.instruction(.stx(.w, .r10, .r2, scratch)))
-        body += lookup(maps.ports, keyAt: scratch)
-        body.append(.jump(.jeq, .r0, 0, to: wildOnly))
-        body += [
-            .instruction(.ldx(.dw, .r8, .r0, 0)),
-            .instruction(.mov32(.r3, .r7)),
-            .instruction(.and32(.r3, 15)),
-            .instruction(.lsh32(.r3, 2)),
-        ]
-        if lane.ipv6 { body.append(.instruction(.add32(.r3, 2))) }
-        body.append(.instruction(.rsh(.r8, .r3)))
+        if byPort {
+            // The port's flags: word = protocol × 4096 + port / 16; two bits at (port % 16) × 4 (+2 for IPv6).
+            body += [
+                .instruction(.mov32(.r2, .r7)),
+                .instruction(.rsh32(.r2, 4)),
+            ]
+            if lane.transport == .udp { body.append(.instruction(.add32(.r2, 4096))) }
+            body.append(.instruction(.stx(.w, .r10, .r2, scratch)))
+            body += lookup(maps.ports, keyAt: scratch)
+            body.append(.jump(.jeq, .r0, 0, to: wildOnly))
+            body += [
+                .instruction(.ldx(.dw, .r8, .r0, 0)),
+                .instruction(.mov32(.r3, .r7)),
+                .instruction(.and32(.r3, 15)),
+                .instruction(.lsh32(.r3, 2)),
+            ]
+            if lane.ipv6 { body.append(.instruction(.add32(.r3, 2))) }
+            body.append(.instruction(.rsh(.r8, .r3)))
+        }
+        if hasHost {
+            body += hostProbe(lane, tables[.host]!, maps.hostFilter, found: found, noHost: noHost)
+        }
+        if hasExact {
+            body.append(.jump(.jset, .r8, Int32(Layout.PortFlags.exact), to: Label("exact_\(name)")))
+            body.append(.ja(to: wildOnly))
+            body.append(.label(Label("exact_\(name)")))
+            body += lookup(tables[.exact]!, keyAt: exactKey)
+            body.append(.jump(.jeq, .r0, 0, to: wildOnly))
+            body.append(.instruction(.mov(.r9, .r0)))
+            body.append(.instruction(.ldx(.b, .r2, .r9, Int16(Layout.EntryValueLayout.flags.offset))))
+            body.append(.jump(.jset, .r2, Int32(Layout.EntryFlags.checkWildcard), to: Label("check_\(name)")))
+            body.append(.ja(to: found))
+            // An all-ports binding of a longer prefix beats the exact entry.
+            body.append(.label(Label("check_\(name)")))
+            if hasWild {
+                body += lookup(tables[.wild]!, keyAt: wildKey)
+                body.append(.jump(.jeq, .r0, 0, to: exactWins))
+                body.append(.instruction(.ldx(.b, .r2, .r0, Int16(Layout.EntryValueLayout.mappedLength.offset))))
+                body.append(.instruction(.ldx(.b, .r3, .r9, Int16(Layout.EntryValueLayout.mappedLength.offset))))
+                body.append(.jump(.jgt, .r2, .r3, to: found))
+            }
+            body.append(.label(exactWins))
+            body.append(.instruction(.mov(.r0, .r9)))
+            body.append(.ja(to: found))
+        }
+        body.append(.label(wildOnly))
+        if hasWild {
+            body += lookup(tables[.wild]!, keyAt: wildKey)
+            body.append(.jump(.jne, .r0, 0, to: found))
+        }
+        body.append(.ja(to: nomatch))
+        return body
+    }
+
+    /// With r8 the port's flags and the exact key written: the `host` hash, if the port has
+    /// host entries and the host filter's bit for (lane, port, address) is set. Ends at
+    /// `found` with r0 = the entry, or falls through to `noHost`, its last statement.
+    static func hostProbe(_ lane: Lane, _ host: Map, _ hostFilter: Map, found: Label, noHost: Label) -> [Statement] {
+        let name = "\(lane)"
+        let exactKeyAddress = exactKey + Int16(Layout.ExactKey.address(lane).offset)
+        var body: [Statement] = []
         // A host entry is the most specific there is: a hit ends the search.
         body.append(.jump(.jset, .r8, Int32(Layout.PortFlags.host), to: Label("host_\(name)")))
         body.append(.ja(to: noHost))
         body.append(.label(Label("host_\(name)")))
-        // The host filter's bit for (lane, port, address): not set, no host entry. A start
-        // hashed from the lane, port and all address words but the last, plus the last word
-        // as a number (byte-swapped to host order), so nearby addresses share filter lines.
+        // The filter's start is hashed from the lane, port and all address words but the
+        // last, plus the last word as a number (byte-swapped to host order), so nearby
+        // addresses share filter lines.
         body += [
             .instruction(.mov32(.r2, .r7)),
             .instruction(.or32(.r2, Int32(lane.index << 16))),
@@ -290,7 +379,7 @@ enum DataPlane {
             .instruction(.rsh32(.r2, 6)),
             .instruction(.stx(.w, .r10, .r2, scratch)),
         ]
-        body += lookup(maps.hostFilter, keyAt: scratch)
+        body += lookup(hostFilter, keyAt: scratch)
         body.append(.jump(.jeq, .r0, 0, to: noHost))
         body += [
             .instruction(.ldx(.dw, .r4, .r0, 0)),
@@ -300,36 +389,9 @@ enum DataPlane {
         body.append(.jump(.jset, .r4, 1, to: Label("hostprobe_\(name)")))
         body.append(.ja(to: noHost))
         body.append(.label(Label("hostprobe_\(name)")))
-        body += lookup(tables[.host]!, keyAt: exactKey + Int16(Layout.ExactKey.hostKeyOffset))
+        body += lookup(host, keyAt: exactKey + Int16(Layout.ExactKey.hostKeyOffset))
         body.append(.jump(.jne, .r0, 0, to: found))
         body.append(.label(noHost))
-        body.append(.jump(.jset, .r8, Int32(Layout.PortFlags.exact), to: Label("exact_\(name)")))
-        body.append(.ja(to: wildOnly))
-        body.append(.label(Label("exact_\(name)")))
-        body += lookup(tables[.exact]!, keyAt: exactKey)
-        body.append(.jump(.jeq, .r0, 0, to: wildOnly))
-        body.append(.instruction(.mov(.r9, .r0)))
-        body.append(.instruction(.ldx(.b, .r2, .r9, Int16(Layout.EntryValueLayout.flags.offset))))
-        body.append(.jump(.jset, .r2, Int32(Layout.EntryFlags.checkWildcard), to: Label("check_\(name)")))
-        body.append(.ja(to: found))
-        // An all-ports binding of a longer prefix beats the exact entry.
-        body.append(.label(Label("check_\(name)")))
-        if !maps.emptyWild.contains(lane) {
-            body += lookup(tables[.wild]!, keyAt: wildKey)
-            body.append(.jump(.jeq, .r0, 0, to: exactWins))
-            body.append(.instruction(.ldx(.b, .r2, .r0, Int16(Layout.EntryValueLayout.mappedLength.offset))))
-            body.append(.instruction(.ldx(.b, .r3, .r9, Int16(Layout.EntryValueLayout.mappedLength.offset))))
-            body.append(.jump(.jgt, .r2, .r3, to: found))
-        }
-        body.append(.label(exactWins))
-        body.append(.instruction(.mov(.r0, .r9)))
-        body.append(.ja(to: found))
-        body.append(.label(wildOnly))
-        if !maps.emptyWild.contains(lane) {
-            body += lookup(tables[.wild]!, keyAt: wildKey)
-            body.append(.jump(.jne, .r0, 0, to: found))
-        }
-        body.append(.ja(to: nomatch))
         return body
     }
 

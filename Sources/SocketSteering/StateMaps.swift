@@ -158,17 +158,19 @@ struct StateMaps: Sendable {
 
     var all: [(String, Map)] { shared + copies.flatMap(\.all) }
 
-    /// The maps a program over `copy` reads, and the lanes whose `wild` trie is empty now
-    /// (the program leaves their lookups out: a copy is only written while no program reads
-    /// it, and every switch to it loads a new program).
+    /// The maps a program over `copy` reads, and the tables that are empty now (the program
+    /// leaves their lookups out: a copy is only written while no program reads it, and every
+    /// switch to it loads a new program).
     func dataPlane(copy: Int) throws(BPFError) -> DataPlaneMaps {
-        var emptyWild = Set<Lane>()
-        for lane in Lane.allCases where try copies[copy].tables[lane]![.wild]!.isEmpty() { emptyWild.insert(lane) }
+        var empty: [Lane: Set<Table>] = [:]
+        for (lane, tables) in copies[copy].tables {
+            for (table, map) in tables where try map.isEmpty() { empty[lane, default: []].insert(table) }
+        }
         return DataPlaneMaps(
             ports: copies[copy].ports, hostFilter: copies[copy].hostFilter, tables: copies[copy].tables,
             sockets: sockets,
             destinationMetrics: destinationMetrics, globalMetrics: globalMetrics, bindingMetrics: bindingMetrics,
-            emptyWild: emptyWild)
+            empty: empty)
     }
 
     /// Creates every map, both copies empty.

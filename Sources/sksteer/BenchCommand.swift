@@ -84,6 +84,13 @@ struct BenchCommand: ParsableCommand {
                 logger.logLevel = .debug
                 options.logger = logger
             }
+            // Before the run, not after it: a directory that cannot be made fails at once.
+            do {
+                try FileManager.default.createDirectory(
+                    atPath: outputDirectory, withIntermediateDirectories: true)
+            } catch {
+                throw ToolError("\(outputDirectory): cannot make the output directory: \(error.localizedDescription)")
+            }
             let results: Bench.Results
             do {
                 results = try Bench.run(options) { FileHandle.standardError.write(Data(($0 + "\n").utf8)) }

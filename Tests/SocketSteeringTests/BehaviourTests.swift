@@ -313,37 +313,76 @@ struct BehaviourTests {
         }
     }
 
-    /// A lane's `wild` lookup is left out of the program while its `wild` trie is empty and
-    /// comes back with the first all-ports binding; the other copy, brought up to date after
-    /// the switch, has it at the next switch. Real connections land as the rules say throughout.
-    @Test func emptyWildTriesAreLeftOutOfTheProgram() throws {
+    /// A table's lookup is left out of the program while the table is empty, and a lane with
+    /// no entries at all has no code; each comes back with its first entry. The other copy,
+    /// brought up to date after a switch, has the same code at the next switch. The listing,
+    /// the active copy and the per-binding counters still read right from a program that
+    /// reads neither the port flags nor the counters, and real connections land as the rules
+    /// say throughout (UDP and IPv6 lanes among them).
+    @Test func emptyTablesAreLeftOutOfTheProgram() throws {
         try exclusively {
             let f = try Fixture()
             try f.serve("web", .tcp, .loopback4, 0, label: "web")
             try f.serve("wide", .tcp, .loopback4, 0, label: "wide")
+            try f.serve("net", .tcp, .loopback4, 0, label: "net")
+            try f.serve("web6", .tcp, .loopback6, 0, label: "web")
+            try f.serve("dns", .udp, .loopback4, 0, label: "dns")
             func attachedInstructions() throws -> Int {
                 let directory = try f.dispatcher(readOnly: true).directory
                 return try Program.openPinned(at: "\(directory)/program").info().instructionCount
             }
-            try f.bind("web", "tcp", "127.0.0.1", "80")
-            let without = try attachedInstructions()
-            #expect(try f.land(.tcp, "127.0.0.1", 80) == "web")
+            let empty = try attachedInstructions()
+            #expect(try f.dispatcher(readOnly: true).status(findOwners: false).bindings.isEmpty)
             #expect(try f.land(.tcp, "127.0.0.3", 80) == "refused")
+            // Per-binding counters on, still nothing bound: the program refers to them.
+            try f.dispatcher().enableBindingMetrics()
+            #expect(try f.dispatcher(readOnly: true).status(findOwners: false).bindingMetrics?.counting == true)
+            try f.dispatcher().disableBindingMetrics()
+            #expect(try attachedInstructions() == empty)
+
+            // Only an all-ports binding: no port flags, no host or exact lookups.
             try f.bind("wide", "tcp", "127.0.0.0/8", "*")
-            let with = try attachedInstructions()
-            #expect(with > without)
-            #expect(try f.land(.tcp, "127.0.0.3", 80) == "wide")
+            let wildOnly = try attachedInstructions()
+            #expect(wildOnly > empty)
+            #expect(try f.dispatcher(readOnly: true).bindings() == [binding("wide", "tcp", "127.0.0.0/8", "*")])
             #expect(try f.land(.tcp, "127.0.0.3", 81) == "wide")
+            // A host binding adds the port flags and the host probe.
+            try f.bind("web", "tcp", "127.0.0.1", "80")
+            let withHost = try attachedInstructions()
+            #expect(withHost > wildOnly)
             #expect(try f.land(.tcp, "127.0.0.1", 80) == "web")
-            // The next change switches to the copy written after the first switch.
-            try f.bind("web", "tcp", "127.0.0.1", "81")
-            #expect(try attachedInstructions() == with)
-            #expect(try f.land(.tcp, "127.0.0.3", 82) == "wide")
-            #expect(try f.land(.tcp, "127.0.0.1", 81) == "web")
-            try f.dispatcher().unbind(binding("wide", "tcp", "127.0.0.0/8", "*"))
-            #expect(try attachedInstructions() == without)
-            #expect(try f.land(.tcp, "127.0.0.3", 82) == "refused")
-            #expect(try f.land(.tcp, "127.0.0.1", 80) == "web")
+            #expect(try f.land(.tcp, "127.0.0.3", 80) == "wide")
+            // A prefix on one port adds the exact lookup.
+            try f.bind("net", "tcp", "127.0.1.0/24", "82")
+            let withExact = try attachedInstructions()
+            #expect(withExact > withHost)
+            #expect(try f.land(.tcp, "127.0.1.9", 82) == "net")
+            #expect(try f.land(.tcp, "127.0.1.9", 83) == "wide")
+            // Lanes of their own: IPv6 and UDP.
+            try f.bind("web", "tcp", "::1", "80")
+            try f.bind("dns", "udp", "127.0.0.0/8", "53")
+            let fourLanes = try attachedInstructions()
+            #expect(fourLanes > withExact)
+            #expect(try f.land(.tcp, "::1", 80) == "web6")
+            #expect(try f.land(.udp, "127.0.0.9", 53) == "dns")
+            // The next change switches to the copy written after the last switch.
+            try f.bind("net", "tcp", "127.0.1.0/24", "84")
+            #expect(try attachedInstructions() == fourLanes)
+            #expect(try f.land(.tcp, "127.0.1.9", 84) == "net")
+            // And back down, table by table.
+            for (unbound, instructions) in [
+                (binding("dns", "udp", "127.0.0.0/8", "53"), nil),
+                (binding("web", "tcp", "::1", "80"), withExact),
+                (binding("net", "tcp", "127.0.1.0/24", "82"), nil),
+                (binding("net", "tcp", "127.0.1.0/24", "84"), withHost),
+                (binding("web", "tcp", "127.0.0.1", "80"), wildOnly),
+                (binding("wide", "tcp", "127.0.0.0/8", "*"), empty),
+            ] {
+                try f.dispatcher().unbind(unbound)
+                if let instructions { #expect(try attachedInstructions() == instructions, "\(unbound)") }
+            }
+            #expect(try f.land(.tcp, "127.0.0.3", 81) == "refused")
+            #expect(try f.land(.tcp, "::1", 80) == "refused")
         }
     }
 
